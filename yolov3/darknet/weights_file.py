@@ -1,0 +1,153 @@
+"""Darknet ``.weights`` files: the header, and the float32 parameters of every [convolutional] layer.
+
+Layout (little-endian): int32 major, minor, revision; ``seen`` (images trained on) as int64 when
+``major * 10 + minor >= 2``, else int32; then, for each [convolutional] layer in cfg order: with batch
+norm, beta (bias), gamma (scale), running mean, running variance, each ``filters`` floats; without,
+the conv bias; then the conv weights (filters x in/groups x size x size).
+
+Darknet itself stops quietly at the end of a short file; here a file must hold exactly the floats the
+layers need (up to ``cutoff``), and the error says how many were expected and found.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class WeightsFileError(ValueError):
+    """A ``.weights`` file that does not fit the network; the message names the file."""
+
+
+@dataclass(frozen=True)
+class WeightsHeader:
+    """The header of a ``.weights`` file; ``seen`` counts training images."""
+
+    major: int = 0
+    minor: int = 2
+    revision: int = 0
+    seen: int = 0
+
+    @property
+    def seen_is_int64(self) -> bool:
+        return self.major * 10 + self.minor >= 2 and self.major < 1000 and self.minor < 1000
+
+    @property
+    def size_bytes(self) -> int:
+        return 12 + (8 if self.seen_is_int64 else 4)
+
+    def to_bytes(self) -> bytes:
+        seen_format = "<q" if self.seen_is_int64 else "<i"
+        return struct.pack("<3i", self.major, self.minor, self.revision) + struct.pack(seen_format, self.seen)
+
+
+@dataclass(frozen=True)
+class ConvParameters:
+    """The tensors of one [convolutional] layer, in the order a ``.weights`` file stores them."""
+
+    layer_index: int
+    conv: nn.Conv2d
+    bn: nn.BatchNorm2d | None
+
+    def tensors(self) -> list[torch.Tensor]:
+        if self.bn is not None:
+            return [self.bn.bias, self.bn.weight, self.bn.running_mean, self.bn.running_var, self.conv.weight]
+        if self.conv.bias is None:
+            raise WeightsFileError(f"layer {self.layer_index}: a conv without batch norm needs a bias")
+        return [self.conv.bias, self.conv.weight]
+
+    @property
+    def num_floats(self) -> int:
+        return sum(tensor.numel() for tensor in self.tensors())
+
+
+def read_header(path: Path, data: bytes) -> WeightsHeader:
+    if len(data) < 16:
+        raise WeightsFileError(f"{path}: {len(data)} bytes is too short for a Darknet .weights header")
+    major, minor, revision = struct.unpack_from("<3i", data)
+    header = WeightsHeader(major, minor, revision, 0)
+    seen_format = "<q" if header.seen_is_int64 else "<i"
+    if len(data) < header.size_bytes:
+        raise WeightsFileError(f"{path}: truncated header ({len(data)} bytes, need {header.size_bytes})")
+    (seen,) = struct.unpack_from(seen_format, data, 12)
+    return WeightsHeader(major, minor, revision, seen)
+
+
+def _select(layers: Sequence[ConvParameters], cutoff: int | None) -> list[ConvParameters]:
+    return [layer for layer in layers if cutoff is None or layer.layer_index < cutoff]
+
+
+def load_weights(path: str | os.PathLike, layers: Sequence[ConvParameters], cutoff: int | None = None) -> WeightsHeader:
+    """Copy a ``.weights`` file into ``layers`` (those with index < ``cutoff``); the file must fit exactly."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise WeightsFileError(f"{path}: cannot read weights file ({error.strerror or error})") from error
+    header = read_header(path, data)
+    selected = _select(layers, cutoff)
+    found = (len(data) - header.size_bytes) // 4
+    expected = sum(layer.num_floats for layer in selected)
+    if found != expected or (len(data) - header.size_bytes) % 4:
+        scope = f"layers 0..{cutoff - 1}" if cutoff is not None else "all layers"
+        message = (
+            f"{path}: expected {expected:,} floats for {scope} ({len(selected)} convolutional), found "
+            f"{(len(data) - header.size_bytes) / 4:,g}; the file is "
+            + ("truncated" if found < expected else "too long")
+        )
+        running = 0
+        for layer in _select(layers, None):
+            running += layer.num_floats
+            if running == found:
+                message += f". It fits exactly with cutoff={layer.layer_index + 1} (a backbone-only file?)"
+                break
+        raise WeightsFileError(message)
+    floats = np.frombuffer(data, dtype="<f4", offset=header.size_bytes)
+    offset = 0
+    with torch.no_grad():
+        for layer in selected:
+            for tensor in layer.tensors():
+                values = floats[offset : offset + tensor.numel()].reshape(tensor.shape)
+                tensor.copy_(torch.from_numpy(values.copy()))
+                offset += tensor.numel()
+    return header
+
+
+def save_weights(
+    path: str | os.PathLike,
+    layers: Sequence[ConvParameters],
+    header: WeightsHeader | None = None,
+    cutoff: int | None = None,
+) -> None:
+    """Write ``layers`` (those with index < ``cutoff``) as a ``.weights`` file, atomically."""
+    path = Path(path)
+    header = header or WeightsHeader()
+    chunks = [header.to_bytes()]
+    with torch.no_grad():
+        for layer in _select(layers, cutoff):
+            for tensor in layer.tensors():
+                chunks.append(tensor.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes())
+    write_atomic(path, b"".join(chunks))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

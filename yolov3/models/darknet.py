@@ -1,0 +1,130 @@
+"""``Darknet``: any YOLO-family network built layer by layer from a Darknet ``.cfg``."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from yolov3.darknet.cfg import (
+    AvgpoolSection,
+    ConvolutionalSection,
+    CostSection,
+    DarknetCfg,
+    DropoutSection,
+    MaxpoolSection,
+    NetSection,
+    RouteSection,
+    ShortcutSection,
+    SoftmaxSection,
+    UpsampleSection,
+    YoloSection,
+    parse_cfg,
+)
+from yolov3.darknet.graph import LayerNode, build_graph
+from yolov3.models.darknet_io import DarknetIO, DarknetLayers
+from yolov3.models.layers import ConvBNAct, DarknetMaxPool, GlobalAvgPool, Upsample, make_activation
+
+
+class Route(nn.Module):
+    """Concatenate the outputs of ``sources`` along channels, keeping channel group ``group_id``."""
+
+    def __init__(self, sources: tuple[int, ...], groups: int = 1, group_id: int = 0) -> None:
+        super().__init__()
+        self.sources, self.groups, self.group_id = sources, groups, group_id
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.groups > 1:
+            inputs = tuple(x.chunk(self.groups, dim=1)[self.group_id] for x in inputs)
+        return inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
+
+
+class Shortcut(nn.Module):
+    """Residual addition of layer ``source`` to the previous output, then an activation."""
+
+    def __init__(self, source: int, activation: str = "linear") -> None:
+        super().__init__()
+        self.source = source
+        self.act = make_activation(activation)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.act(x + residual)
+
+
+class YoloOutput(nn.Identity):
+    """Marks a [yolo] layer: forward passes the raw head output through; decoding lives elsewhere."""
+
+    def __init__(self, section: YoloSection) -> None:
+        super().__init__()
+        self.anchors_px = section.anchors_px
+        self.num_classes = section.classes
+        self.scale_x_y = section.scale_x_y
+
+
+def _build_layer(node: LayerNode) -> nn.Module:
+    section = node.section
+    if isinstance(section, ConvolutionalSection):
+        return ConvBNAct.from_section(section, node.in_channels)
+    if isinstance(section, ShortcutSection):
+        return Shortcut(node.sources[1], section.activation)
+    if isinstance(section, RouteSection):
+        return Route(node.sources, section.groups, section.group_id)
+    if isinstance(section, UpsampleSection):
+        return Upsample(section.stride, section.scale)
+    if isinstance(section, MaxpoolSection):
+        return DarknetMaxPool(section.size, section.stride, section.padding)
+    if isinstance(section, AvgpoolSection):
+        return GlobalAvgPool()
+    if isinstance(section, DropoutSection):
+        return nn.Dropout(section.probability)
+    if isinstance(section, YoloSection):
+        return YoloOutput(section)
+    if isinstance(section, (SoftmaxSection, CostSection)):
+        return nn.Identity()  # forward returns logits; the softmax/cost belong to the loss
+    raise section.error("has no PyTorch layer")  # pragma: no cover - every parsed kind is handled above
+
+
+class Darknet(DarknetIO, nn.Module):
+    """A network built from a Darknet cfg.
+
+    ``forward(x)`` takes (B, channels, H, W), RGB in 0..1, and returns a list with one raw head output
+    (B, A*(5+C), H/s, W/s) per [yolo] layer in cfg order, in train and eval mode alike; a classifier cfg
+    (no [yolo]) returns ``[logits]`` of shape (B, classes). Softmax and cost layers are not applied.
+    """
+
+    def __init__(self, cfg: str | os.PathLike | DarknetCfg) -> None:
+        super().__init__()
+        self.cfg = cfg if isinstance(cfg, DarknetCfg) else parse_cfg(cfg)
+        self.nodes = build_graph(self.cfg)
+        self.layers = nn.ModuleList(_build_layer(node) for node in self.nodes)
+        # Outputs read later by a route or shortcut; all others are dropped as soon as they are used.
+        self._kept = frozenset(source for node in self.nodes for source in node.sources if source != node.index - 1)
+        self.is_detector = any(isinstance(section, YoloSection) for section in self.cfg.layers)
+
+    @property
+    def yolo_sections(self) -> list[YoloSection]:
+        return [section for section in self.cfg.layers if isinstance(section, YoloSection)]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs: dict[int, torch.Tensor] = {}
+        heads: list[torch.Tensor] = []
+        for index, layer in enumerate(self.layers):
+            if isinstance(layer, Route):
+                x = layer(*(outputs[source] if source != index - 1 else x for source in layer.sources))
+            elif isinstance(layer, Shortcut):
+                x = layer(x, outputs[layer.source] if layer.source != index - 1 else x)
+            else:
+                x = layer(x)
+            if isinstance(layer, YoloOutput):
+                heads.append(x)
+            if index in self._kept:
+                outputs[index] = x
+        return heads if self.is_detector else [x.flatten(1)]  # (B, C, 1, 1) -> (B, C)
+
+    def describe_darknet(self, layers: DarknetLayers) -> None:
+        for section, module in zip(self.cfg.layers, self.layers, strict=True):
+            layers.add(section, module)
+
+    def darknet_net_section(self) -> NetSection:
+        return self.cfg.net

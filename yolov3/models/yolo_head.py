@@ -1,0 +1,58 @@
+"""What a decoder or loss needs to know about each YOLO output: anchors, stride and class count."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from yolov3.darknet.cfg import YoloSection
+
+# Darknet's COCO anchors (width, height in input pixels), from yolov3.cfg and yolov3-tiny.cfg.
+COCO_ANCHORS_PX = ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (116, 90), (156, 198), (373, 326))
+COCO_TINY_ANCHORS_PX = ((10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319))
+
+
+@dataclass(frozen=True)
+class YoloHeadSpec:
+    """One detection scale: its anchors (input pixels), stride, classes and Darknet's ``scale_x_y``."""
+
+    anchors_px: tuple[tuple[float, float], ...]
+    stride: int
+    num_classes: int
+    scale_x_y: float = 1.0
+
+    @property
+    def num_anchors(self) -> int:
+        return len(self.anchors_px)
+
+    @property
+    def out_channels(self) -> int:
+        return self.num_anchors * (5 + self.num_classes)
+
+
+def yolo_section(
+    anchors_px: tuple[tuple[float, float], ...], mask: tuple[int, ...], num_classes: int, ignore_thresh: float = 0.7
+) -> YoloSection:
+    """A [yolo] section with Darknet's published YOLOv3 training keys."""
+    return YoloSection(
+        mask=mask,
+        anchors=tuple(float(value) for pair in anchors_px for value in pair),
+        classes=num_classes,
+        num=len(anchors_px),
+        jitter=0.3,
+        ignore_thresh=ignore_thresh,
+        truth_thresh=1.0,
+        random=1.0,
+    )
+
+
+def validate_anchors(anchors_px: tuple, anchor_masks: tuple, num_heads: int) -> None:
+    """Raise ``ValueError`` unless the masks give ``num_heads`` groups of valid anchor indices."""
+    if len(anchor_masks) != num_heads:
+        raise ValueError(f"anchor_masks has {len(anchor_masks)} groups; this model has {num_heads} heads")
+    for mask in anchor_masks:
+        bad = [index for index in mask if not 0 <= index < len(anchors_px)]
+        if bad or not mask:
+            raise ValueError(f"anchor mask {mask} must be non-empty indices into the {len(anchors_px)} anchors")
+    for pair in anchors_px:
+        if len(pair) != 2 or min(pair) <= 0:
+            raise ValueError(f"anchor {pair} must be a positive (width, height) pair in input pixels")
