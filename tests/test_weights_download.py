@@ -40,9 +40,7 @@ class LoopbackServer:
     body: bytes = PAYLOAD
 
     def entry(self, name: str = "test-weights") -> WeightsFile:
-        return WeightsFile(
-            name, "test.weights", self.base_url + "/test.weights", len(PAYLOAD), PAYLOAD_SHA256
-        )
+        return WeightsFile(name, "test.weights", self.base_url + "/test.weights", len(PAYLOAD), PAYLOAD_SHA256)
 
 
 @pytest.fixture
@@ -96,9 +94,7 @@ def test_resume_requests_only_the_remainder(server: LoopbackServer, tmp_path: Pa
     (tmp_path / "test.weights.part").write_bytes(PAYLOAD[:already_downloaded])
     path = download_weights(server.entry(), tmp_path, progress=False)
     assert path.read_bytes() == PAYLOAD
-    assert server.requests == [
-        ServedRequest(f"bytes={already_downloaded}-", len(PAYLOAD) - already_downloaded)
-    ]
+    assert server.requests == [ServedRequest(f"bytes={already_downloaded}-", len(PAYLOAD) - already_downloaded)]
     assert not (tmp_path / "test.weights.part").exists()
 
 

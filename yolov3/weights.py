@@ -71,9 +71,7 @@ _OFFICIAL_ENTRIES = (
     _official("yolov3-spp", 252_209_544, "87a1e8c85c763316f34e428f2295e1db9ed4abcec59dd9544f8052f50de327b4"),
     _official("darknet53.conv.74", 162_482_580, None, filename="darknet53.conv.74"),
 )
-OFFICIAL_WEIGHTS: Mapping[str, WeightsFile] = types.MappingProxyType(
-    {entry.name: entry for entry in _OFFICIAL_ENTRIES}
-)
+OFFICIAL_WEIGHTS: Mapping[str, WeightsFile] = types.MappingProxyType({entry.name: entry for entry in _OFFICIAL_ENTRIES})
 
 
 def default_weights_directory() -> Path:
@@ -182,9 +180,7 @@ def download_weights(
     try:
         _fetch_into(entry, part_path, progress)
     except urllib.error.HTTPError as error:
-        raise WeightsDownloadError(
-            f"{entry.url} answered HTTP {error.code} {error.reason}. {manual_hint}."
-        ) from error
+        raise WeightsDownloadError(f"{entry.url} answered HTTP {error.code} {error.reason}. {manual_hint}.") from error
     except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
         raise WeightsDownloadError(
@@ -195,9 +191,7 @@ def download_weights(
     problem = verification_problem(part_path, entry)
     if problem is not None:
         part_path.unlink(missing_ok=True)
-        raise WeightsDownloadError(
-            f"Downloaded {entry.filename} failed verification ({problem}); removed {part_path}."
-        )
+        raise WeightsDownloadError(f"Downloaded {entry.filename} failed verification ({problem}); removed {part_path}.")
     os.replace(part_path, final_path)
     logger.info("Saved verified %s", final_path)
     return final_path
@@ -243,9 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Weights directory: {directory}")
             print(format_weights_table(directory))
             return 0
-        path = download_weights(
-            arguments.name, directory, force=arguments.force, progress=not arguments.no_progress
-        )
+        path = download_weights(arguments.name, directory, force=arguments.force, progress=not arguments.no_progress)
     except (WeightsDownloadError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -342,9 +342,7 @@ class DarknetCfg:
 
 def _cfg_fields(kind: type[Section]) -> dict[str, dataclasses.Field]:
     """Map of cfg key -> dataclass field for one section type."""
-    return {
-        f.metadata.get("key", f.name): f for f in dataclasses.fields(kind) if f.name not in ("line", "source")
-    }
+    return {f.metadata.get("key", f.name): f for f in dataclasses.fields(kind) if f.name not in ("line", "source")}
 
 
 def _parse_value(text: str, annotation: object) -> object:
@@ -408,9 +406,7 @@ def parse_cfg_text(text: str, source: str = "<cfg>") -> DarknetCfg:
     return DarknetCfg(net=sections[0], layers=sections[1:], source=source)
 
 
-def _build_section(
-    kind: type[Section], line_number: int, options: dict[str, tuple[str, int]], source: str
-) -> Section:
+def _build_section(kind: type[Section], line_number: int, options: dict[str, tuple[str, int]], source: str) -> Section:
     fields = _cfg_fields(kind)
     hints = typing.get_type_hints(kind)
     values: dict[str, object] = {}

@@ -7,7 +7,17 @@ from dataclasses import dataclass
 from yolov3.darknet.cfg import YoloSection
 
 # Darknet's COCO anchors (width, height in input pixels), from yolov3.cfg and yolov3-tiny.cfg.
-COCO_ANCHORS_PX = ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (116, 90), (156, 198), (373, 326))
+COCO_ANCHORS_PX = (
+    (10, 13),
+    (16, 30),
+    (33, 23),
+    (30, 61),
+    (62, 45),
+    (59, 119),
+    (116, 90),
+    (156, 198),
+    (373, 326),
+)
 COCO_TINY_ANCHORS_PX = ((10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319))
 
 
@@ -30,7 +40,10 @@ class YoloHeadSpec:
 
 
 def yolo_section(
-    anchors_px: tuple[tuple[float, float], ...], mask: tuple[int, ...], num_classes: int, ignore_thresh: float = 0.7
+    anchors_px: tuple[tuple[float, float], ...],
+    mask: tuple[int, ...],
+    num_classes: int,
+    ignore_thresh: float = 0.7,
 ) -> YoloSection:
     """A [yolo] section with Darknet's published YOLOv3 training keys."""
     return YoloSection(

@@ -7,7 +7,7 @@ upsampled and concatenated with the stride-16 backbone map, and again down to st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -31,7 +31,7 @@ class YOLOv3Config:
     anchor_masks: tuple[tuple[int, ...], ...] = ((6, 7, 8), (3, 4, 5), (0, 1, 2))
     backbone: str = "darknet53"
     backbone_pretrained: bool = False  # torchvision ImageNet weights, for the MobileNet backbones
-    darknet53: Darknet53Config = Darknet53Config()
+    darknet53: Darknet53Config = field(default_factory=Darknet53Config)
     neck_channels: tuple[int, int, int] = (512, 256, 128)
     spp: bool = False
     activation: str = "leaky"
@@ -70,7 +70,13 @@ class DetectionBlock(nn.Module):
     """The conv set of one scale (1x1, 3x3, 1x1, [SPP, 1x1,] 3x3, 1x1), then a 3x3 conv and the output."""
 
     def __init__(
-        self, in_channels: int, channels: int, out_channels: int, spp: bool, activation: str, bn_momentum: float
+        self,
+        in_channels: int,
+        channels: int,
+        out_channels: int,
+        spp: bool,
+        activation: str,
+        bn_momentum: float,
     ) -> None:
         super().__init__()
         options = {"activation": activation, "bn_momentum": bn_momentum}
@@ -81,7 +87,10 @@ class DetectionBlock(nn.Module):
         ]
         if spp:
             layers += [SpatialPyramidPooling(), ConvBNAct(4 * channels, channels, 1, **options)]
-        layers += [ConvBNAct(channels, 2 * channels, 3, **options), ConvBNAct(2 * channels, channels, 1, **options)]
+        layers += [
+            ConvBNAct(channels, 2 * channels, 3, **options),
+            ConvBNAct(2 * channels, channels, 1, **options),
+        ]
         self.convs = nn.Sequential(*layers)
         self.head = ConvBNAct(channels, 2 * channels, 3, **options)
         self.output = ConvBNAct(2 * channels, out_channels, 1, batch_norm=False, activation="linear")
@@ -188,4 +197,3 @@ def yolov3_net_section(input_size: tuple[int, int], channels: int) -> NetSection
         steps=(400000, 450000),
         scales=(0.1, 0.1),
     )
-

@@ -49,14 +49,25 @@ class YOLOv3Tiny(DarknetIO, nn.Module):
         convs = [ConvBNAct(cin, cout, 3, **options) for cin, cout in zip(in_channels, widths, strict=True)]
         # Five 2x2 stride-2 pools, then a 2x2 stride-1 pool that Darknet pads on the right and bottom.
         pools = [DarknetMaxPool(2, 2) for _ in range(5)] + [DarknetMaxPool(2, 1)]
-        self.stride16 = nn.Sequential(*[layer for pair in zip(convs[:5], pools[:4]) for layer in pair], convs[4])
+        self.stride16 = nn.Sequential(
+            *[layer for pair in zip(convs[:5], pools[:4], strict=False) for layer in pair], convs[4]
+        )
         self.stride32 = nn.Sequential(pools[4], convs[5], pools[5], convs[6])
         outputs = [len(mask) * (5 + config.num_classes) for mask in config.anchor_masks]
-        reduced, lateral = scale_channels(256, config.width_multiple), scale_channels(128, config.width_multiple)
+        reduced, lateral = (
+            scale_channels(256, config.width_multiple),
+            scale_channels(128, config.width_multiple),
+        )
         self.reduce = ConvBNAct(widths[6], reduced, 1, **options)
         self.head_large = nn.Sequential(
             ConvBNAct(reduced, scale_channels(512, config.width_multiple), 3, **options),
-            ConvBNAct(scale_channels(512, config.width_multiple), outputs[0], 1, batch_norm=False, activation="linear"),
+            ConvBNAct(
+                scale_channels(512, config.width_multiple),
+                outputs[0],
+                1,
+                batch_norm=False,
+                activation="linear",
+            ),
         )
         self.lateral = ConvBNAct(reduced, lateral, 1, **options)
         self.upsample = Upsample(2)

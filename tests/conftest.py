@@ -1,0 +1,40 @@
+"""Fixtures shared by the tests: the ../shared material and Darknet weights files made on the fly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = PROJECT_ROOT.parent / "shared"
+
+
+def _need_shared(what: str) -> None:
+    message = f"{what} is missing (tests read it from {SHARED_DIR})"
+    if os.environ.get("YOLOV3_REQUIRE_SHARED") == "1":
+        pytest.fail(message + " and YOLOV3_REQUIRE_SHARED=1")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def shared_darknet() -> Path:
+    """../shared/darknet: the official cfgs, names files and sample images."""
+    path = SHARED_DIR / "darknet"
+    if not (path / "yolov3.cfg").is_file():
+        _need_shared("../shared/darknet")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(shared_darknet: Path) -> Path:
+    """The official COCO yolov3-tiny.weights, fetched (and cached) by ../shared/fetch-yolov3-tiny-weights."""
+    script = SHARED_DIR / "fetch-yolov3-tiny-weights"
+    if not script.is_file():
+        _need_shared("../shared/fetch-yolov3-tiny-weights")
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=600, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"fetch-yolov3-tiny-weights failed:\n{result.stderr[-2000:]}")
+    return Path(result.stdout.strip().splitlines()[-1])
