@@ -1,0 +1,43 @@
+"""One annotated image, as every dataset format returns it before augmentation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class DetectionSample:
+    """An image with its boxes.
+
+    ``boxes_xyxy`` (M, 4) float32 in pixels of ``image`` (H, W, 3 uint8 RGB); ``labels`` (M,) int64
+    contiguous class indices 0..C-1; ``iscrowd`` and ``difficult`` (M,) bool mark boxes that count for
+    evaluation only (COCO crowd regions, VOC difficult objects).
+    """
+
+    image: np.ndarray
+    boxes_xyxy: np.ndarray
+    labels: np.ndarray
+    image_id: int = 0
+    path: str = ""
+    iscrowd: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    difficult: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def __post_init__(self) -> None:
+        self.boxes_xyxy = np.asarray(self.boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        count = len(self.labels)
+        if len(self.boxes_xyxy) != count:
+            raise ValueError(f"{self.path or 'sample'}: {len(self.boxes_xyxy)} boxes but {count} labels")
+        for name in ("iscrowd", "difficult"):
+            flags = np.asarray(getattr(self, name), dtype=bool).reshape(-1)
+            setattr(self, name, flags if len(flags) == count else np.zeros(count, dtype=bool))
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
