@@ -9,17 +9,16 @@ cfg-built :class:`~yolov3.models.Darknet` are the same network.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from torch import nn
 
+from yolov3.atomic import write_text_atomic
 from yolov3.darknet.cfg import DarknetCfg, NetSection, RouteSection, Section, ShortcutSection, format_cfg
 from yolov3.darknet.weights_file import (
     ConvParameters,
     WeightsHeader,
     load_weights,
     save_weights,
-    write_atomic,
 )
 from yolov3.models.layers import ConvBNAct
 
@@ -86,7 +85,7 @@ class DarknetIO:
         return format_cfg(self.to_darknet_cfg(), header=header)
 
     def save_darknet_cfg(self, path: str | os.PathLike, header: str = "") -> None:
-        write_atomic(Path(path), self.to_darknet_cfg_text(header).encode())
+        write_text_atomic(path, self.to_darknet_cfg_text(header))
 
     def darknet_conv_parameters(self) -> list[ConvParameters]:
         """Every [convolutional] layer's tensors with its layer index, in file order."""
