@@ -1,0 +1,89 @@
+"""Training checkpoints: written atomically, read with ``torch.load(weights_only=True)``.
+
+A checkpoint is a plain dict of tensors and Python primitives, so loading it runs no pickled code:
+
+- ``model``: ``{"name": registered builder, "kwargs": builder arguments}`` and ``model_state``: the weights;
+  ``ema_state``: the EMA weights (evaluation and ``best.pt`` use these when present);
+- ``class_names``, ``input_size`` (height, width) and ``preprocessing`` (how images were fed): what
+  ``python -m yolov3.detect --weights best.pt`` needs;
+- ``optimizer``, ``scheduler``, ``scaler``, ``epoch``, ``step``, ``best_map50``, ``rng``, ``config``: what
+  ``--resume`` needs to continue a killed run exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from yolov3.atomic import atomic_output
+from yolov3.models import create_model
+
+CHECKPOINT_FORMAT = "yolov3-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit; the message names the file."""
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
+    """Write ``checkpoint`` to ``path`` atomically (a killed run leaves the previous file intact)."""
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **checkpoint}
+    with atomic_output(path) as temporary:
+        torch.save(payload, temporary)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only=True``); errors name the file and what was wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from error
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a {CHECKPOINT_FORMAT} file (no 'format' marker)")
+    if checkpoint.get("version", 0) > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {checkpoint['version']} is newer than {CHECKPOINT_VERSION}")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], use_ema: bool = True) -> nn.Module:
+    """Rebuild the model a checkpoint describes and load its (EMA, if present) weights."""
+    spec = checkpoint["model"]
+    model = create_model(spec["name"], **spec.get("kwargs", {}))
+    state = checkpoint.get("ema_state") if use_ema and checkpoint.get("ema_state") is not None else None
+    model.load_state_dict(state if state is not None else checkpoint["model_state"])
+    return model
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch generator states in a ``weights_only``-safe form."""
+    numpy_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_as_tuples(state["python"]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(value: Any) -> Any:
+    """``random.setstate`` wants nested tuples; a checkpoint may hand back lists."""
+    return tuple(_as_tuples(item) for item in value) if isinstance(value, (list, tuple)) else value
