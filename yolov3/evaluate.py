@@ -1,0 +1,103 @@
+"""``python -m yolov3.evaluate``: score a COCO results JSON against COCO ground truth (pycocotools, VOC).
+
+Examples::
+
+    python -m yolov3.evaluate --gt instances_val2017.json --detections results.json --per-class
+    python -m yolov3.evaluate --gt voc2007_test.json --detections results.json --voc --voc07
+    python -m yolov3.evaluate --gt ann.json --detections results.json --sweep --plots runs/eval --json-out report.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from yolov3.evaluation.coco import evaluate_coco
+from yolov3.evaluation.inputs import EvaluationInputError, load_detections, load_ground_truth
+from yolov3.evaluation.plots import plot_pr_curves
+from yolov3.evaluation.sweep import DEFAULT_THRESHOLDS, format_markdown_table, sweep_thresholds
+from yolov3.evaluation.voc import evaluate_voc, format_voc_tables
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m yolov3.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--gt", required=True, type=Path, help="COCO instances JSON (ground truth)")
+    parser.add_argument("--detections", required=True, type=Path, help="COCO results JSON (detections)")
+    parser.add_argument("--voc", action="store_true", help="also VOC AP@0.5 per class, area (VOC2010+) metric")
+    parser.add_argument("--voc07", action="store_true", help="also VOC AP@0.5 per class, 11-point VOC2007 metric")
+    parser.add_argument("--sweep", action="store_true", help="table of boxes and mAP per confidence threshold")
+    parser.add_argument(
+        "--sweep-thresholds",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_THRESHOLDS),
+        metavar="SCORE",
+        help=f"thresholds for --sweep (default: {' '.join(map(str, DEFAULT_THRESHOLDS))})",
+    )
+    parser.add_argument("--per-class", action="store_true", help="print COCO AP and AP50 per class")
+    parser.add_argument("--plots", type=Path, metavar="DIR", help="write precision-recall curves (PNG) to DIR")
+    parser.add_argument("--json-out", type=Path, metavar="FILE", help="write every number as JSON to FILE")
+    parser.add_argument("--verbose", action="store_true", help="log progress (and pycocotools' output)")
+    return parser.parse_args(argv)
+
+
+def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Run what ``args`` asks for, print the tables, and return the numbers for ``--json-out``."""
+    ground_truth = load_ground_truth(args.gt)
+    detections = load_detections(args.detections, ground_truth, str(args.gt))
+    report = evaluate_coco(ground_truth, detections)
+    print(f"COCO box evaluation: {report.num_images} images, {report.num_detections} detections")
+    print(report.format_table(per_class=args.per_class))
+    output: dict[str, Any] = {"ground_truth": str(args.gt), "detections": str(args.detections)}
+    output["coco"] = report.to_dict()
+
+    voc_reports = [
+        evaluate_voc(ground_truth, detections, use_07_metric=use_07)
+        for use_07, wanted in ((False, args.voc), (True, args.voc07))
+        if wanted
+    ]
+    if voc_reports:
+        print()
+        print(format_voc_tables(voc_reports))
+        for voc_report in voc_reports:
+            output["voc07" if voc_report.use_07_metric else "voc"] = voc_report.to_dict()
+
+    if args.sweep:
+        use_07 = args.voc07 and not args.voc
+        rows = sweep_thresholds(ground_truth, detections, args.sweep_thresholds, use_07_metric=use_07)
+        print()
+        print(format_markdown_table(rows, use_07_metric=use_07))
+        output["sweep"] = [row.to_dict() for row in rows]
+
+    if args.plots:
+        path = args.plots / "pr_curves.png"
+        plot_pr_curves(report, path)
+        print(f"\nprecision-recall curves: {path}")
+        output["plots"] = [str(path)]
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        output = _evaluate(args)
+        if args.json_out:
+            args.json_out.parent.mkdir(parents=True, exist_ok=True)
+            args.json_out.write_text(json.dumps(output, indent=2) + "\n", encoding="utf-8")
+            print(f"report: {args.json_out}")
+    except EvaluationInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
