@@ -1,0 +1,265 @@
+"""``python -m yolov3.detect``: run a detector on images; write drawn images, YOLO labels and COCO results.
+
+Examples::
+
+    python -m yolov3.detect --cfg yolov3-tiny.cfg --weights yolov3-tiny.weights --names coco.names --source img/
+    python -m yolov3.detect --model yolov3 --weights yolov3.weights --source "data/*.jpg" --coco91 --conf 0.001
+
+Writes into ``--out``: every image with its boxes drawn (same file name), ``labels/<stem>.txt`` with one
+``class cx cy w h`` line per detection, normalized to 0..1 by the image size (``--save-conf`` appends the
+score): pseudo-labels for further training; and ``detections.json`` in COCO's results format.
+Unreadable images are skipped with a warning and counted in the summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from yolov3.darknet.cfg import CfgError
+from yolov3.darknet.weights_file import WeightsFileError
+from yolov3.data.image_io import IMAGE_SUFFIXES, ImageReadError, list_images, read_image_rgb
+from yolov3.inference.draw import draw_detections
+from yolov3.inference.predictor import Predictor
+from yolov3.inference.preprocess import Preprocessing
+from yolov3.models import Darknet, create_model, list_models
+
+logger = logging.getLogger(__name__)
+
+# COCO's original category ids (1..90 with gaps) for the 80 contiguous classes of coco.names, in order.
+COCO80_TO_COCO91 = (
+    *range(1, 12),
+    *range(13, 26),
+    27,
+    28,
+    *range(31, 45),
+    *range(46, 66),
+    67,
+    70,
+    *range(72, 83),
+    *range(84, 91),
+)
+
+
+class DetectError(ValueError):
+    """Bad command-line input: a missing source, an empty directory, a names file that does not fit."""
+
+
+def resolve_sources(source: str) -> list[Path]:
+    """The images named by ``source``: one file, a directory's images (sorted), or a glob's images (sorted)."""
+    path = Path(source)
+    if path.is_dir():
+        images = list_images(path)
+        if not images:
+            raise DetectError(f"{path}: directory has no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+        return images
+    if path.is_file():
+        return [path]
+    if glob.has_magic(source):
+        matches = sorted(Path(name) for name in glob.glob(source, recursive=True))
+        images = [match for match in matches if match.suffix.lower() in IMAGE_SUFFIXES and match.is_file()]
+        if not images:
+            raise DetectError(f"{source}: pattern matched no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+        return images
+    raise DetectError(f"{path}: no such file or directory")
+
+
+def read_class_names(path: str | Path, num_classes: int) -> list[str]:
+    """One class name per line (trailing blank lines ignored); the count must equal the model's classes."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise DetectError(f"{path}: cannot read class names ({error.strerror or error})") from error
+    names = [line.strip() for line in lines]
+    while names and not names[-1]:
+        names.pop()
+    if len(names) != num_classes:
+        raise DetectError(f"{path}: has {len(names)} class names, but the model has {num_classes} classes")
+    return names
+
+
+def assign_image_ids(paths: Sequence[Path]) -> list[int]:
+    """COCO ``image_id`` per image: the integer file stems when every stem is a distinct integer (COCO's own
+    file names), otherwise the index in sorted order, so ids never collide."""
+    stems = [path.stem for path in paths]
+    if all(stem.isdigit() for stem in stems) and len({int(stem) for stem in stems}) == len(stems):
+        return [int(stem) for stem in stems]
+    return list(range(len(paths)))
+
+
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """A distinct output file name per image: its own name, with ``_<index>`` added when two would collide."""
+    names, used = [], set()
+    for index, path in enumerate(paths):
+        name = path.name if path.name not in used else f"{path.stem}_{index}{path.suffix}"
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def yolo_label_lines(
+    detections: dict[str, torch.Tensor], image_size: tuple[int, int], save_conf: bool = False
+) -> list[str]:
+    """``class cx cy w h [score]`` lines, coordinates normalized by the (height, width) of the image."""
+    height, width = image_size
+    lines = []
+    boxes = detections["boxes"].tolist()
+    for (left, top, right, bottom), label, score in zip(
+        boxes, detections["labels"].tolist(), detections["scores"].tolist(), strict=True
+    ):
+        center_x, center_y = (left + right) / 2 / width, (top + bottom) / 2 / height
+        box_width, box_height = (right - left) / width, (bottom - top) / height
+        line = f"{label} {center_x:.6f} {center_y:.6f} {box_width:.6f} {box_height:.6f}"
+        lines.append(f"{line} {score:.6f}" if save_conf else line)
+    return lines
+
+
+def coco_results(detections: dict[str, torch.Tensor], image_id: int, coco91: bool = False) -> list[dict]:
+    """COCO results entries (``image_id``, ``category_id``, ``bbox`` as x, y, w, h in pixels, ``score``)."""
+    results = []
+    for (left, top, right, bottom), label, score in zip(
+        detections["boxes"].tolist(), detections["labels"].tolist(), detections["scores"].tolist(), strict=True
+    ):
+        results.append(
+            {
+                "image_id": image_id,
+                "category_id": COCO80_TO_COCO91[label] if coco91 else label,
+                "bbox": [round(left, 3), round(top, 3), round(right - left, 3), round(bottom - top, 3)],
+                "score": round(score, 6),
+            }
+        )
+    return results
+
+
+def write_image_rgb(path: Path, image_rgb: np.ndarray) -> None:
+    """Write an RGB image; the format follows the suffix. Raises ``OSError`` naming the file on failure."""
+    if not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{path}: could not write the image (unsupported suffix or unwritable directory)")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m yolov3.detect", description=__doc__.splitlines()[0])
+    model_group = parser.add_mutually_exclusive_group(required=True)
+    model_group.add_argument("--cfg", help="the Darknet .cfg of --weights")
+    model_group.add_argument("--model", help=f"a registered model: {', '.join(list_models())}")
+    parser.add_argument("--weights", required=True, help="a Darknet .weights file")
+    parser.add_argument("--num-classes", type=int, help="classes of --model (default: the model's own)")
+    parser.add_argument("--source", required=True, help="an image, a directory of images, or a glob pattern")
+    parser.add_argument("--out", default="runs/detect", help="output directory (default: runs/detect)")
+    parser.add_argument("--conf", type=float, default=0.25, help="score threshold on objectness * class probability")
+    parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
+    parser.add_argument("--img-size", type=int, nargs="+", help="input size: one number, or height width")
+    parser.add_argument("--names", help="class names file, one per line")
+    parser.add_argument("--no-letterbox", action="store_true", help="stretch images instead of letterboxing")
+    parser.add_argument("--multi-label", action="store_true", help="one detection per class that passes --conf")
+    parser.add_argument("--agnostic-nms", action="store_true", help="NMS across classes")
+    parser.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
+    parser.add_argument("--save-conf", action="store_true", help="append the score to each label line")
+    parser.add_argument("--coco91", action="store_true", help="COCO's original 91-id category ids in the JSON")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    args = parser.parse_args(argv)
+    if args.img_size is not None and len(args.img_size) not in (1, 2):
+        parser.error(f"--img-size takes one number or height width, got {len(args.img_size)} numbers")
+    if args.num_classes is not None and args.cfg:
+        parser.error("--num-classes goes with --model; a cfg sets its own classes")
+    return args
+
+
+def build_predictor(args: argparse.Namespace) -> Predictor:
+    """The model, its weights and the inference options that the arguments describe."""
+    if args.cfg:
+        model = Darknet(args.cfg)
+    else:
+        model = create_model(args.model, **({} if args.num_classes is None else {"num_classes": args.num_classes}))
+    model.load_darknet_weights(args.weights)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise DetectError(f"--device {device}: CUDA is not available on this machine")
+    size = args.img_size
+    input_size = None if size is None else (size[0], size[-1])
+    predictor = Predictor.from_model(
+        model,
+        input_size,
+        preprocessing=Preprocessing(letterbox=not args.no_letterbox),
+        conf_threshold=args.conf,
+        iou_threshold=args.iou,
+        max_detections=args.max_det,
+        multi_label=args.multi_label,
+        class_agnostic=args.agnostic_nms,
+        device=device,
+        batch_size=args.batch_size,
+    )
+    if args.names:
+        predictor.class_names = read_class_names(args.names, predictor.num_classes)
+    if args.coco91 and predictor.num_classes != len(COCO80_TO_COCO91):
+        raise DetectError(f"--coco91 needs an 80-class COCO model; this one has {predictor.num_classes} classes")
+    return predictor
+
+
+def run_detection(args: argparse.Namespace, predictor: Predictor, paths: list[Path]) -> tuple[int, int, int]:
+    """Detect on every image and write the outputs; returns (images done, detections, images skipped)."""
+    out = Path(args.out)
+    labels_dir = out / "labels"
+    labels_dir.mkdir(parents=True, exist_ok=True)
+    image_ids, names = assign_image_ids(paths), output_names(paths)
+    results: list[dict] = []
+    done = detections_count = skipped = 0
+    with logging_redirect_tqdm(), tqdm(total=len(paths), unit="image", desc="detect", disable=None) as bar:
+        for start in range(0, len(paths), predictor.batch_size):
+            batch = []
+            for index in range(start, min(start + predictor.batch_size, len(paths))):
+                try:
+                    batch.append((index, read_image_rgb(paths[index])))
+                except ImageReadError as error:
+                    logger.warning("skipping unreadable image %s", error)
+                    skipped += 1
+            predictions = predictor.predict([image for _, image in batch]) if batch else []
+            for (index, image), detections in zip(batch, predictions, strict=True):
+                write_image_rgb(out / names[index], draw_detections(image, detections, predictor.class_names))
+                lines = yolo_label_lines(detections, image.shape[:2], args.save_conf)
+                label_path = labels_dir / (Path(names[index]).stem + ".txt")
+                label_path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+                results.extend(coco_results(detections, image_ids[index], args.coco91))
+                detections_count += len(lines)
+                done += 1
+            bar.update(min(predictor.batch_size, len(paths) - start))
+    (out / "detections.json").write_text(json.dumps(results), encoding="utf-8")
+    return done, detections_count, skipped
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns a process exit code (1 on bad input or when no image could be read)."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        paths = resolve_sources(args.source)
+        predictor = build_predictor(args)
+        done, detections_count, skipped = run_detection(args, predictor, paths)
+    except (DetectError, CfgError, WeightsFileError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyError as error:  # an unknown --model; KeyError's str() would add quotes
+        print(f"error: {error.args[0]}", file=sys.stderr)
+        return 1
+    print(
+        f"{done} images, {detections_count} detections, {skipped} skipped as unreadable; "
+        f"results in {args.out} (labels/, detections.json)"
+    )
+    return 0 if done else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

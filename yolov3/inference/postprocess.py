@@ -1,0 +1,76 @@
+"""From decoded rows to final detections: score threshold, then torchvision's non-maximum suppression.
+
+A detection's score is ``objectness * class probability``, and it is kept when the score is above
+``conf_threshold`` (Darknet's ``prob > thresh``). With ``multi_label`` every class that passes is emitted
+as its own detection of the same box (what Darknet does for mAP evaluation); otherwise only the best class.
+NMS is class-aware (``batched_nms``) unless ``class_agnostic``. The result is torchvision's detection
+convention: per image a dict with ``boxes`` (K, 4) xyxy, ``scores`` (K,) and ``labels`` (K,) int64, sorted by
+decreasing score.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.ops import batched_nms, box_convert, nms
+
+
+def empty_detections(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """A detection dict with no detections: boxes (0, 4), scores (0,), labels (0,) int64."""
+    return {
+        "boxes": torch.zeros((0, 4), device=device, dtype=dtype),
+        "scores": torch.zeros((0,), device=device, dtype=dtype),
+        "labels": torch.zeros((0,), device=device, dtype=torch.int64),
+    }
+
+
+def select_candidates(
+    decoded: torch.Tensor, conf_threshold: float, multi_label: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image's rows (N, 5+C) -> (boxes_cxcywh (K, 4), scores (K,), labels (K,)) whose score passes."""
+    objectness = decoded[:, 4]  # (N,)
+    # A score obj*cls can only pass if obj passes: drop the rest before the (N, C) product.
+    rows = decoded[objectness > conf_threshold]  # (N', 5+C)
+    class_scores = rows[:, 4:5] * rows[:, 5:]  # (N', 1) * (N', C) -> (N', C)
+    if multi_label:
+        row_indices, labels = torch.nonzero(class_scores > conf_threshold, as_tuple=True)  # (K,) each
+        scores = class_scores[row_indices, labels]  # (K,)
+    else:
+        scores, labels = class_scores.max(dim=1)  # (N',) each
+        row_indices = torch.nonzero(scores > conf_threshold, as_tuple=True)[0]  # (K,)
+        scores, labels = scores[row_indices], labels[row_indices]
+    return rows[row_indices, :4], scores, labels
+
+
+def postprocess(
+    decoded: torch.Tensor,
+    conf_threshold: float = 0.25,
+    iou_threshold: float = 0.45,
+    max_detections: int = 300,
+    multi_label: bool = False,
+    class_agnostic: bool = False,
+) -> list[dict[str, torch.Tensor]]:
+    """Threshold and NMS decoded rows (B, N, 5+C) from :func:`~yolov3.inference.decode.decode_outputs`.
+
+    Returns one dict per image: ``boxes`` (K, 4) xyxy in network-input pixels, ``scores`` (K,),
+    ``labels`` (K,) int64, at most ``max_detections``, highest score first.
+    """
+    if decoded.dim() != 3 or decoded.shape[-1] < 6:
+        raise ValueError(f"decoded rows must have shape (B, N, 5+C) with C >= 1, got {tuple(decoded.shape)}")
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    if max_detections < 0:
+        raise ValueError(f"max_detections must be >= 0, got {max_detections}")
+    results = []
+    for image_rows in decoded:  # (N, 5+C)
+        boxes_cxcywh, scores, labels = select_candidates(image_rows, conf_threshold, multi_label)
+        if scores.numel() == 0:
+            results.append(empty_detections(decoded.device, decoded.dtype))
+            continue
+        boxes_xyxy = box_convert(boxes_cxcywh, in_fmt="cxcywh", out_fmt="xyxy")  # (K, 4)
+        if class_agnostic:
+            keep = nms(boxes_xyxy, scores, iou_threshold)
+        else:
+            keep = batched_nms(boxes_xyxy, scores, labels, iou_threshold)
+        keep = keep[:max_detections]  # NMS returns indices by decreasing score
+        results.append({"boxes": boxes_xyxy[keep], "scores": scores[keep], "labels": labels[keep]})
+    return results

@@ -1,0 +1,161 @@
+"""``Predictor``: a model plus everything needed to turn RGB images into detections in their own pixels."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from yolov3.darknet.cfg import YoloSection
+from yolov3.data.letterbox import Letterbox
+from yolov3.inference.decode import decode_outputs
+from yolov3.inference.postprocess import postprocess
+from yolov3.inference.preprocess import Preprocessing, preprocess
+from yolov3.models import Darknet
+from yolov3.models.yolo_head import YoloHeadSpec
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INPUT_SIZE = (416, 416)
+
+
+def darknet_head_specs(model: Darknet) -> list[YoloHeadSpec]:
+    """Head specs of a cfg-built model, from its [yolo] sections and the layer shapes at the [net] size."""
+    net_height, net_width = model.cfg.net.height, model.cfg.net.width
+    specs = []
+    for node in model.nodes:
+        section = node.section
+        if not isinstance(section, YoloSection):
+            continue
+        _, grid_height, grid_width = node.output_shape
+        stride = net_height // grid_height
+        if stride * grid_height != net_height or stride * grid_width != net_width:
+            raise section.error(
+                f"layer {node.index} has a {grid_height}x{grid_width} grid for a {net_height}x{net_width} input; "
+                "expected the same integer stride in both directions"
+            )
+        specs.append(YoloHeadSpec(section.anchors_px, stride, section.classes, section.scale_x_y))
+    return specs
+
+
+def model_head_specs(model: nn.Module) -> list[YoloHeadSpec]:
+    """Head specs of any detector of this library: ``Darknet`` (from its cfg) or a native model (``head_specs``)."""
+    if isinstance(model, Darknet):
+        if not model.is_detector:
+            raise ValueError("this Darknet cfg has no [yolo] layer; it is a classifier, not a detector")
+        return darknet_head_specs(model)
+    specs = getattr(model, "head_specs", None)
+    if specs is None:
+        raise ValueError(f"{type(model).__name__} is not a detector: it has no head_specs")
+    return list(specs)
+
+
+def model_input_size(model: nn.Module) -> tuple[int, int]:
+    """The (height, width) a model was configured for: the cfg's [net], a native config's, or 416x416."""
+    if isinstance(model, Darknet):
+        return model.cfg.net.height, model.cfg.net.width
+    config = getattr(model, "config", None)
+    size = getattr(config, "input_size", None)
+    return tuple(size) if size is not None else DEFAULT_INPUT_SIZE
+
+
+class Predictor:
+    """Runs a detector on RGB images: preprocess, forward, decode, threshold + NMS, map boxes back.
+
+    ``predict(images)`` returns one dict per image with ``boxes`` (K, 4) xyxy in the image's own pixels,
+    ``scores`` (K,) and ``labels`` (K,) int64, as CPU tensors. The model is moved to ``device`` and put in
+    eval mode; forward passes run under ``torch.inference_mode()``, ``batch_size`` images at a time.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        head_specs: Sequence[YoloHeadSpec],
+        input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+        preprocessing: Preprocessing | None = None,
+        conf_threshold: float = 0.25,
+        iou_threshold: float = 0.45,
+        max_detections: int = 300,
+        multi_label: bool = False,
+        class_agnostic: bool = False,
+        class_names: Sequence[str] | None = None,
+        device: torch.device | str = "cpu",
+        batch_size: int = 8,
+    ) -> None:
+        self.head_specs = list(head_specs)
+        if not self.head_specs:
+            raise ValueError("a Predictor needs at least one head spec")
+        self.num_classes = self.head_specs[0].num_classes
+        height, width = input_size
+        largest_stride = max(spec.stride for spec in self.head_specs)
+        if height % largest_stride or width % largest_stride or min(height, width) < 1:
+            raise ValueError(f"input size {height}x{width} must be a positive multiple of the stride {largest_stride}")
+        if class_names is not None and len(class_names) != self.num_classes:
+            raise ValueError(f"{len(class_names)} class names given but the model has {self.num_classes} classes")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.input_size = (height, width)
+        self.preprocessing = preprocessing or Preprocessing()
+        self.conf_threshold = conf_threshold
+        self.iou_threshold = iou_threshold
+        self.max_detections = max_detections
+        self.multi_label = multi_label
+        self.class_agnostic = class_agnostic
+        self.class_names = list(class_names) if class_names is not None else None
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_model(cls, model: nn.Module, input_size: tuple[int, int] | None = None, **options: object) -> Predictor:
+        """A predictor for any of our detectors; the input size defaults to the model's own (or 416x416)."""
+        return cls(model, model_head_specs(model), input_size or model_input_size(model), **options)
+
+    @classmethod
+    def from_darknet(
+        cls,
+        cfg_path: str | os.PathLike,
+        weights_path: str | os.PathLike,
+        input_size: tuple[int, int] | None = None,
+        **options: object,
+    ) -> Predictor:
+        """A predictor for a Darknet cfg and its ``.weights``; the input size defaults to the cfg's [net]."""
+        model = Darknet(cfg_path)
+        model.load_darknet_weights(weights_path)
+        return cls.from_model(model, input_size, **options)
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[Letterbox]]:
+        """RGB uint8 images -> a (B, 3, height, width) batch on the device and each image's placement."""
+        prepared = [preprocess(image, self.input_size, self.preprocessing) for image in images]
+        batch = torch.stack([tensor for tensor, _ in prepared])  # B x (3, H, W) -> (B, 3, H, W)
+        return batch.to(self.device), [placement for _, placement in prepared]
+
+    def predict_batch(self, batch: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """A preprocessed (B, 3, height, width) batch -> detections in network-input pixels."""
+        with torch.inference_mode():
+            decoded = decode_outputs(self.model(batch), self.head_specs, self.input_size)  # (B, N, 5+C)
+            return postprocess(
+                decoded,
+                conf_threshold=self.conf_threshold,
+                iou_threshold=self.iou_threshold,
+                max_detections=self.max_detections,
+                multi_label=self.multi_label,
+                class_agnostic=self.class_agnostic,
+            )
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+        """Detections for (H, W, 3) uint8 RGB images, boxes in each image's own pixels, in batches of ``batch_size``."""
+        results: list[dict[str, torch.Tensor]] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            batch, placements = self.preprocess(chunk)
+            for detections, placement in zip(self.predict_batch(batch), placements, strict=True):
+                detections = {key: value.cpu() for key, value in detections.items()}
+                detections["boxes"] = placement.boxes_to_original(detections["boxes"])
+                results.append(detections)
+        logger.debug("predicted %d images", len(images))
+        return results
