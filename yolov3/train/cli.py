@@ -1,0 +1,80 @@
+"""``python -m yolov3.train --cfg configs/shapes.yaml [--set key=value ...] [--resume RUN_DIR]``.
+
+Trains a detector: the resolved config goes to ``logs/<run>/args.yaml`` (``--cfg logs/<run>/args.yaml``
+repeats the run), TensorBoard logs to ``logs/<run>`` (``tensorboard --logdir logs``), and ``best.pt`` /
+``last.pt`` to the same folder. ``--resume logs/<run>`` continues a killed run from its ``last.pt``.
+Under ``torchrun --nproc_per_node N -m yolov3.train ...`` it trains with DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from yolov3.atomic import write_text_atomic
+from yolov3.config_loading import ConfigError, to_dict
+from yolov3.train.checkpoint import CheckpointError
+from yolov3.train.config import TrainConfig, load_train_config
+from yolov3.train.distributed import cleanup_distributed, init_distributed
+from yolov3.train.trainer import Trainer, TrainResult
+
+logger = logging.getLogger("yolov3.train")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m yolov3.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--cfg", type=Path, help="training config YAML (e.g. configs/shapes.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=3 (repeatable)")  # fmt: skip
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from last.pt")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if not args.cfg and not args.resume:
+        parser.error("give --cfg (a new run) or --resume RUN_DIR")
+    return args
+
+
+def run_directory(config: TrainConfig, cfg_path: Path) -> Path:
+    name = config.logging.run_name or f"{cfg_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return config.logging.log_dir / name
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.resume:
+            run_dir = args.resume if args.resume.is_dir() else args.resume.parent
+            config = load_train_config(args.cfg or run_dir / "args.yaml", args.overrides)
+        else:
+            config = load_train_config(args.cfg, args.overrides)
+            run_dir = run_directory(config, args.cfg)
+        context = init_distributed(config.device)
+    except (ConfigError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    try:
+        if context.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(run_dir / "args.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+        trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=not args.no_progress, context=context)
+        result = trainer.fit()
+    except (ConfigError, CheckpointError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        cleanup_distributed(context)
+    if context.is_main:
+        report(result)
+    return 0
+
+
+def report(result: TrainResult) -> None:
+    print(f"run: {result.run_dir}")
+    print(f"best mAP@0.5: {result.best_map50:.4f} (checkpoint {result.run_dir / 'best.pt'})")
+    print(f"TensorBoard: tensorboard --logdir {result.run_dir.parent}")

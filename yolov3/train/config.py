@@ -1,0 +1,120 @@
+"""The training configuration: one typed dataclass tree, loaded strictly from YAML.
+
+``python -m yolov3.train --cfg configs/shapes.yaml --set train.epochs=3 --set optimizer.name=adam`` reads
+the YAML, applies the dotted overrides, and checks every key and value (an unknown key is an error with
+a suggestion). The resolved config is saved as ``logs/<run>/args.yaml``; ``--cfg logs/<run>/args.yaml``
+repeats the run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from yolov3.config_loading import apply_overrides, load_dataclass, load_yaml
+from yolov3.data.dataset_config import DatasetConfig
+from yolov3.data.multiscale import MultiScaleConfig
+from yolov3.data.transforms import AugmentConfig
+from yolov3.loss.yolo_loss import LossConfig
+from yolov3.train.optimizer import OptimizerConfig
+from yolov3.train.schedule import ScheduleConfig
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A registered model (``yolov3.models.list_models()``) and its builder arguments.
+
+    ``num_classes`` defaults to the number of dataset class names. ``backbone_weights`` is a Darknet
+    backbone file (e.g. ``darknet53.conv.74``) loaded with ``backbone_cutoff`` for transfer learning.
+    """
+
+    name: str = "yolov3_tiny"
+    num_classes: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    backbone_weights: Path | None = None
+    backbone_cutoff: int = 74
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: DatasetConfig
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    multiscale: MultiScaleConfig = field(default_factory=lambda: MultiScaleConfig(enabled=False))
+    image_size: int = 416  # training size when multiscale is off, and the validation size
+    batch_size: int = 8
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.image_size % 32 or self.image_size <= 0:
+            raise ValueError(f"image_size must be a positive multiple of 32, got {self.image_size}")
+        if self.batch_size < 1 or self.workers < 0:
+            raise ValueError(f"batch_size >= 1 and workers >= 0 are required, got {self.batch_size}, {self.workers}")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The training loop. ``accumulate`` micro-batches of ``data.batch_size`` make one optimizer step."""
+
+    epochs: int = 100
+    accumulate: int = 1
+    amp: Literal["none", "fp16", "bf16"] = "none"
+    ema: bool = True
+    ema_decay: float = 0.999
+    grad_clip_norm: float | None = 10.0
+    freeze_backbone_epochs: int = 0
+    overfit_batches: int = 0  # > 0: train and validate on this many fixed batches (a sanity check)
+    sync_batchnorm: bool = False  # under DDP
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.accumulate < 1 or self.overfit_batches < 0 or self.freeze_backbone_epochs < 0:
+            raise ValueError("epochs >= 1, accumulate >= 1, overfit_batches >= 0, freeze_backbone_epochs >= 0")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Validation: how often, and how detections are made (low threshold, as for mAP)."""
+
+    every_epochs: int = 1
+    conf_threshold: float = 0.001
+    iou_threshold: float = 0.6
+    max_detections: int = 300
+    metric: Literal["coco", "voc"] = "coco"  # which mAP@0.5 picks best.pt
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """TensorBoard under ``log_dir/<run_name>``; images and histograms every N epochs (0 = never)."""
+
+    log_dir: Path = Path("logs")
+    run_name: str = ""  # empty: <config name>-<date>-<time>
+    scalars_every_steps: int = 10
+    images_every_epochs: int = 5
+    histograms_every_epochs: int = 10
+    num_images: int = 8
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; ``data.dataset`` is the only required key."""
+
+    data: DataConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+def load_train_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read ``path``, apply ``a.b=value`` overrides, and check everything against :class:`TrainConfig`."""
+    mapping = apply_overrides(load_yaml(path), list(overrides))
+    return load_dataclass(TrainConfig, mapping, source=str(path))

@@ -1,0 +1,82 @@
+"""Validation during training: detect on the validation loader, then score with pycocotools (and VOC AP)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from yolov3.data.collate import Batch
+from yolov3.evaluation.coco import CocoReport, evaluate_coco
+from yolov3.evaluation.dataset_gt import coco_detections
+from yolov3.evaluation.voc import VocReport, evaluate_voc
+from yolov3.inference.decode import decode_outputs
+from yolov3.inference.postprocess import postprocess
+from yolov3.models.yolo_head import YoloHeadSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ValidationResult:
+    """Scores of one validation pass; ``map50`` is the metric that picks ``best.pt``."""
+
+    coco: CocoReport
+    voc: VocReport | None
+    map50: float
+    detections: list[dict[str, Any]] = field(repr=False)
+    sample_images: list[tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]] = field(repr=False)
+
+    @property
+    def scalars(self) -> dict[str, float]:
+        values = {f"coco/{name}": float(value) for name, value in self.coco.stats.items()}
+        if self.voc is not None and self.voc.mean_ap is not None:
+            values["voc/mAP50"] = float(self.voc.mean_ap)
+        values["mAP50"] = self.map50
+        return values
+
+
+@torch.inference_mode()
+def validate(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    head_specs: Sequence[YoloHeadSpec],
+    ground_truth: dict[str, Any],
+    *,
+    conf_threshold: float = 0.001,
+    iou_threshold: float = 0.6,
+    max_detections: int = 300,
+    metric: str = "coco",
+    device: torch.device | str = "cpu",
+    num_sample_images: int = 0,
+    progress: bool = True,
+) -> ValidationResult:
+    """Run ``model`` over ``batches``, map boxes back to original pixels and evaluate against ``ground_truth``."""
+    was_training = model.training
+    model.eval()
+    detections: list[dict[str, Any]] = []
+    samples: list[tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]] = []
+    for batch in tqdm(batches, desc="validate", leave=False, disable=not progress):
+        images = batch.images.to(device, non_blocking=True)
+        input_size = (images.shape[2], images.shape[3])
+        decoded = decode_outputs(model(images), list(head_specs), input_size)
+        results = postprocess(
+            decoded.float(), conf_threshold, iou_threshold, max_detections, multi_label=True, class_agnostic=False
+        )
+        for index, result in enumerate(results):
+            if len(samples) < num_sample_images:  # network-input pixels, for TensorBoard images
+                truth = batch.targets[batch.targets[:, 0] == index, 1:]
+                samples.append((batch.images[index].cpu(), {k: v.cpu() for k, v in result.items()}, truth))
+            boxes = batch.letterboxes[index].boxes_to_original(result["boxes"].cpu())
+            detections += coco_detections(batch.image_ids[index], {**result, "boxes": boxes})
+    model.train(was_training)
+    coco = evaluate_coco(ground_truth, detections)
+    voc = evaluate_voc(ground_truth, detections) if metric == "voc" else None
+    map50 = float(voc.mean_ap or 0.0) if voc is not None else float(coco.stats["AP50"])
+    logger.info("validation: mAP@0.5 %.4f, mAP@[.5:.95] %.4f, %d detections", map50, coco.stats["AP"], len(detections))
+    return ValidationResult(coco, voc, max(map50, 0.0), detections, samples)
