@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from yolov3 import lr as lr_cli
 from yolov3.config_loading import to_dict
 from yolov3.loss.yolo_loss import LossOutput, YoloLoss
 from yolov3.models import create_model
@@ -185,3 +189,58 @@ def test_cli_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "(did you mean 'train.epochs'?)" in capsys.readouterr().err
     assert cli.main(["--cfg", str(path), "--set", "model.num_classes=5"]) == 1
     assert "model.num_classes is 5 but the dataset has 3 class names" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_with_two_gloo_processes(tmp_path: Path) -> None:
+    """torchrun, 2 CPU processes (gloo): trains, only rank 0 writes logs and checkpoints."""
+    path = write_config(tmp_path, **{"train.epochs": 2})
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "yolov3.train", "--cfg", str(path), "--no-progress",
+    ]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "logs" / "run"
+    writers = {
+        path.name.split(".")[-2] for path in run.glob("events.out.tfevents*")
+    }  # ...tfevents.<time>.<host>.<pid>.<n>
+    assert len(writers) == 1  # one process wrote TensorBoard events: rank 0
+    checkpoint = load_checkpoint(run / "last.pt")
+    assert checkpoint["epoch"] == 1
+    # 16 images over 2 ranks with batch 4: 2 optimizer steps per epoch on each rank
+    assert checkpoint["runner"]["optimizer_steps"] == 4
+    assert result.stdout.count("best mAP@0.5") == 1
+
+
+@pytest.mark.slow
+def test_overfit_mode_learns_its_batches(tmp_path: Path) -> None:
+    config = load_train_config(
+        write_config(tmp_path),
+        [
+            "train.overfit_batches=1",
+            "train.epochs=60",
+            "train.ema=false",
+            "eval.every_epochs=60",
+            "optimizer.name=adam",
+            "optimizer.learning_rate=0.01",
+            "schedule.policy=constant",
+            "model.options={width_multiple: 0.125, bn_momentum: 0.1}",
+            "logging.images_every_epochs=0",
+            "logging.histograms_every_epochs=0",
+        ],
+    )
+    result = Trainer(config, tmp_path / "overfit", progress=False).fit()
+    assert result.history[0]["train/loss"] > 10 * result.history[-1]["train/loss"]
+    assert result.last_map50 >= 0.8
+
+
+def test_lr_cli_plots_the_schedule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, **{"train.epochs": 10})
+    output = tmp_path / "lr.png"
+    assert lr_cli.main(["--cfg", str(path), "--steps-per-epoch", "5", "--out", str(output)]) == 0
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "50 steps, peak 0.01" in capsys.readouterr().out
+    assert lr_cli.main(["--cfg", str(path), "--set", "schedule.polcy=cosine", "--out", str(output)]) == 1
+    assert "did you mean 'schedule.policy'" in capsys.readouterr().err

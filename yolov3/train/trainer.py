@@ -142,6 +142,8 @@ class Trainer:
             )
         model.to(self.device)
         if self.config.train.sync_batchnorm and self.context.is_distributed:
+            if self.device.type != "cuda":
+                raise ValueError("train.sync_batchnorm needs CUDA devices (SyncBatchNorm has no CPU implementation)")
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.raw_model = model
         self.head_specs = model.head_specs
@@ -240,7 +242,7 @@ class Trainer:
             step = self.runner.optimizer_steps
             if result.stepped and step % self.config.logging.scalars_every_steps == 0:
                 self.board.scalars(
-                    {"loss": float(loss.total), "box": float(loss.box), "obj": float(loss.obj), "cls": float(loss.cls)},
+                    {"loss": float(loss.total.detach()), "box": float(loss.box), "obj": float(loss.obj), "cls": float(loss.cls)},
                     step, prefix="train/",
                 )  # fmt: skip
                 self.board.scalars({"lr": self.optimizer.param_groups[0]["lr"]}, step, prefix="train/")
