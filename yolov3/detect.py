@@ -4,6 +4,7 @@ Examples::
 
     python -m yolov3.detect --cfg yolov3-tiny.cfg --weights yolov3-tiny.weights --names coco.names --source img/
     python -m yolov3.detect --model yolov3 --weights yolov3.weights --source "data/*.jpg" --coco91 --conf 0.001
+    python -m yolov3.detect --weights runs/train/best.pt --source img/    # a checkpoint names model and classes
 
 Writes into ``--out``: every image with its boxes drawn (same file name), ``labels/<stem>.txt`` with one
 ``class cx cy w h`` line per detection, normalized to 0..1 by the image size (``--save-conf`` appends the
@@ -31,9 +32,10 @@ from yolov3.darknet.cfg import CfgError
 from yolov3.darknet.weights_file import WeightsFileError
 from yolov3.data.image_io import IMAGE_SUFFIXES, ImageReadError, list_images, read_image_rgb
 from yolov3.inference.draw import draw_detections
+from yolov3.inference.model_loading import load_inference_model
 from yolov3.inference.predictor import Predictor
 from yolov3.inference.preprocess import Preprocessing
-from yolov3.models import Darknet, create_model, list_models
+from yolov3.models import list_models
 
 logger = logging.getLogger(__name__)
 
@@ -151,17 +153,21 @@ def write_image_rgb(path: Path, image_rgb: np.ndarray) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m yolov3.detect", description=__doc__.splitlines()[0])
-    model_group = parser.add_mutually_exclusive_group(required=True)
-    model_group.add_argument("--cfg", help="the Darknet .cfg of --weights")
-    model_group.add_argument("--model", help=f"a registered model: {', '.join(list_models())}")
-    parser.add_argument("--weights", required=True, help="a Darknet .weights file")
+    model_group = parser.add_mutually_exclusive_group()
+    model_group.add_argument("--cfg", help="the Darknet .cfg of Darknet --weights")
+    model_group.add_argument("--model", help=f"the registered model of Darknet --weights: {', '.join(list_models())}")
+    parser.add_argument(
+        "--weights",
+        required=True,
+        help="a checkpoint (.pt: names its model, classes and input size) or Darknet .weights",
+    )
     parser.add_argument("--num-classes", type=int, help="classes of --model (default: the model's own)")
     parser.add_argument("--source", required=True, help="an image, a directory of images, or a glob pattern")
     parser.add_argument("--out", default="runs/detect", help="output directory (default: runs/detect)")
     parser.add_argument("--conf", type=float, default=0.25, help="score threshold on objectness * class probability")
     parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
     parser.add_argument("--img-size", type=int, nargs="+", help="input size: one number, or height width")
-    parser.add_argument("--names", help="class names file, one per line")
+    parser.add_argument("--names", help="class names file, one per line (default: the checkpoint's)")
     parser.add_argument("--no-letterbox", action="store_true", help="stretch images instead of letterboxing")
     parser.add_argument("--multi-label", action="store_true", help="one detection per class that passes --conf")
     parser.add_argument("--agnostic-nms", action="store_true", help="NMS across classes")
@@ -180,20 +186,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def build_predictor(args: argparse.Namespace) -> Predictor:
     """The model, its weights and the inference options that the arguments describe."""
-    if args.cfg:
-        model = Darknet(args.cfg)
-    else:
-        model = create_model(args.model, **({} if args.num_classes is None else {"num_classes": args.num_classes}))
-    model.load_darknet_weights(args.weights)
+    loaded = load_inference_model(args.weights, args.cfg, args.model, args.num_classes)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise DetectError(f"--device {device}: CUDA is not available on this machine")
     size = args.img_size
-    input_size = None if size is None else (size[0], size[-1])
-    predictor = Predictor.from_model(
-        model,
+    input_size = loaded.input_size if size is None else (size[0], size[-1])
+    preprocessing = loaded.preprocessing
+    if args.no_letterbox:
+        preprocessing = Preprocessing(letterbox=False, fill=preprocessing.fill)
+    predictor = Predictor(
+        loaded.model,
+        loaded.head_specs,
         input_size,
-        preprocessing=Preprocessing(letterbox=not args.no_letterbox),
+        preprocessing=preprocessing,
         conf_threshold=args.conf,
         iou_threshold=args.iou,
         max_detections=args.max_det,
@@ -201,6 +207,7 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
         class_agnostic=args.agnostic_nms,
         device=device,
         batch_size=args.batch_size,
+        class_names=loaded.class_names,
     )
     if args.names:
         predictor.class_names = read_class_names(args.names, predictor.num_classes)

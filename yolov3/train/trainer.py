@@ -241,10 +241,9 @@ class Trainer:
             bar.set_postfix(loss=f"{float(loss.total.detach()):.3f}", size=images.shape[-1])
             step = self.runner.optimizer_steps
             if result.stepped and step % self.config.logging.scalars_every_steps == 0:
-                self.board.scalars(
-                    {"loss": float(loss.total.detach()), "box": float(loss.box), "obj": float(loss.obj), "cls": float(loss.cls)},
-                    step, prefix="train/",
-                )  # fmt: skip
+                parts = {"loss": loss.total, "box": loss.box, "obj": loss.obj, "cls": loss.cls}
+                scalars = {name: float(value.detach()) for name, value in parts.items()}
+                self.board.scalars(scalars, step, prefix="train/")
                 self.board.scalars({"lr": self.optimizer.param_groups[0]["lr"]}, step, prefix="train/")
         return {f"train/{name}": value / max(1, batches) for name, value in sums.items()}
 
