@@ -59,6 +59,7 @@ class StepRunner:
         self.pending = 0  # micro-batches accumulated since the last optimizer step
         self.optimizer_steps = 0
         self.frozen_parameters: list[nn.Parameter] = []  # not updated (e.g. a backbone frozen for N epochs)
+        self.after_step: list = []  # callables run after every optimizer step, given the step count
 
     def micro_step(self, images: torch.Tensor, targets: torch.Tensor, where: str = "", last: bool = False) -> MicroStep:
         """Forward and backward one micro-batch; step after ``accumulate`` of them or when ``last``."""
@@ -100,6 +101,8 @@ class StepRunner:
             self.ema.update_parameters(getattr(self.model, "module", self.model))  # unwrap DDP
         self.pending = 0
         self.optimizer_steps += 1
+        for hook in self.after_step:
+            hook(self.optimizer_steps)
 
     def _drop_window(self, loss: LossOutput, where: str) -> None:
         parts = {"box": loss.box, "obj": loss.obj, "cls": loss.cls}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from yolov3.data.transforms import NORMALIZATION_FILL
 from yolov3.evaluation.dataset_gt import coco_ground_truth
 from yolov3.loss.yolo_loss import YoloLoss
 from yolov3.models import create_model
+from yolov3.train.callbacks import TrainerCallback
 from yolov3.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from yolov3.train.config import TrainConfig
 from yolov3.train.distributed import DistributedContext, init_distributed
@@ -70,14 +72,17 @@ class Trainer:
         resume: bool = False,
         progress: bool = True,
         context: DistributedContext | None = None,
+        callbacks: Sequence[TrainerCallback] = (),
     ) -> None:
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        self.callbacks = list(callbacks)
         self.context = context or init_distributed(config.device)
         self.device = self.context.device
         seed_everything(config.seed + self.context.rank, config.train.deterministic)
         self._build_data()
         self._build_model()
         self._build_optimization()
+        self.runner.after_step.append(lambda step: [c.on_optimizer_step(self, step) for c in self.callbacks])
         self.board = TrainingBoard(self.run_dir, enabled=self.context.is_main)
         self.start_epoch, self.best_map50, self.history = 0, -1.0, []
         if resume:
@@ -186,6 +191,7 @@ class Trainer:
             "epoch": epoch,
             "best_map50": self.best_map50,
             "history": self.history,
+            "callbacks": [callback.state_dict() for callback in self.callbacks],
             "rng": rng_state(),
             "config": to_dict(self.config),
         }
@@ -205,6 +211,8 @@ class Trainer:
         self.start_epoch = checkpoint["epoch"] + 1
         self.best_map50 = checkpoint["best_map50"]
         self.history = list(checkpoint.get("history", []))
+        for callback, state in zip(self.callbacks, checkpoint.get("callbacks", []), strict=False):
+            callback.load_state_dict(state)
         restore_rng_state(checkpoint["rng"])
         logger.info("resumed %s at epoch %d (step %d)", path, self.start_epoch, self.runner.optimizer_steps)
 
@@ -260,8 +268,12 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         loop, last_map50 = self.config.train, None
+        for callback in self.callbacks:
+            callback.on_fit_start(self)
         for epoch in range(self.start_epoch, loop.epochs):
             self._set_epoch(epoch)
+            for callback in self.callbacks:
+                callback.on_epoch_start(self, epoch)
             metrics = self._train_epoch(epoch)
             is_last = epoch == loop.epochs - 1
             result = None
@@ -270,6 +282,8 @@ class Trainer:
                 last_map50 = result.map50
                 metrics.update(result.scalars)
                 self._log_epoch(epoch, result)
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, epoch, metrics)
             metrics["epoch"] = epoch + 1
             self.history.append(metrics)
             self.board.scalars({k: v for k, v in metrics.items() if k != "epoch"}, epoch + 1, prefix="epoch/")
