@@ -135,3 +135,17 @@ def test_fused_native_model_exports_without_batch_norm() -> None:
     fused = fuse_conv_bn(create_model("yolov3_tiny_test"))
     sections = [section for section in fused.to_darknet_cfg().layers if isinstance(section, ConvolutionalSection)]
     assert sections and all(section.batch_normalize == 0 for section in sections)
+
+
+def test_fusing_a_pruned_model_makes_the_masks_permanent() -> None:
+    from yolov3.compression.masks import magnitude_prune
+
+    torch.manual_seed(0)
+    model = create_model("yolov3_tiny_test").eval()
+    magnitude_prune(model, 0.5)
+    fused = fuse_conv_bn(model)
+    assert not any(name.endswith(("_orig", "_mask")) for name in fused.state_dict())
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for ours, reference in zip(fused(image), model(image), strict=True):
+            torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)

@@ -19,6 +19,8 @@ import logging
 
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.prune import BasePruningMethod
+from torch.nn.utils.prune import remove as remove_pruning
 
 from yolov3.darknet.cfg import ConvolutionalSection
 from yolov3.darknet.graph import build_graph
@@ -37,10 +39,16 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
     other. BatchNorms outside a ``ConvBNAct`` (e.g. in a torchvision MobileNet backbone) are left as
     they are. ``model`` itself is not modified.
 
+    Unstructured pruning masks (``torch.nn.utils.prune``) are made permanent in the copy first.
+
     The result is for inference only: it has no BatchNorm left to train (fine-tune the original and
     fuse again instead).
     """
     fused = copy.deepcopy(model).eval()
+    for module in fused.modules():  # pruning masks become permanent zeros first (torch.nn.utils.prune)
+        hooks = [hook for hook in module._forward_pre_hooks.values() if isinstance(hook, BasePruningMethod)]
+        for name in [hook._tensor_name for hook in hooks]:
+            remove_pruning(module, name)
     fused_count = 0
     for module in fused.modules():
         if isinstance(module, ConvBNAct) and module.bn is not None:

@@ -3,7 +3,9 @@
 A checkpoint is a plain dict of tensors and Python primitives, so loading it runs no pickled code:
 
 - ``model``: ``{"name": registered builder, "kwargs": builder arguments}`` and ``model_state``: the weights;
-  ``ema_state``: the EMA weights (evaluation and ``best.pt`` use these when present);
+  ``ema_state``: the EMA weights (evaluation and ``best.pt`` use these when present). A pruned model's state
+  holds ``<module>.weight_orig`` and ``<module>.weight_mask`` (``torch.nn.utils.prune``):
+  :func:`load_model_state` re-creates that reparametrization from the keys before loading;
 - ``class_names``, ``input_size`` (height, width) and ``preprocessing`` (how images were fed): what
   ``python -m yolov3.detect --weights best.pt`` needs;
 - ``optimizer``, ``scheduler``, ``scaler``, ``epoch``, ``step``, ``best_map50``, ``rng``, ``config``: what
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import prune
 
 from yolov3.atomic import atomic_output
 from yolov3.models import create_model
@@ -55,13 +58,46 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return checkpoint
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any], use_ema: bool = True) -> nn.Module:
-    """Rebuild the model a checkpoint describes and load its (EMA, if present) weights."""
+def model_from_checkpoint(checkpoint: dict[str, Any], use_ema: bool = True, keep_pruning: bool = False) -> nn.Module:
+    """Rebuild the model a checkpoint describes and load its (EMA, if present) weights.
+
+    A pruned state's masks are made permanent (``prune.remove``: a plain model with exact zeros, ready for
+    inference, BN fusion and export) unless ``keep_pruning``, which keeps the reparametrization to train on.
+    """
     spec = checkpoint["model"]
     model = create_model(spec["name"], **spec.get("kwargs", {}))
     state = checkpoint.get("ema_state") if use_ema and checkpoint.get("ema_state") is not None else None
-    model.load_state_dict(state if state is not None else checkpoint["model_state"])
+    load_model_state(model, state if state is not None else checkpoint["model_state"])
+    if not keep_pruning:
+        for module in model.modules():
+            for hook in list(module._forward_pre_hooks.values()):
+                if isinstance(hook, prune.BasePruningMethod):
+                    prune.remove(module, hook._tensor_name)
     return model
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """``model.load_state_dict(state)`` (strict), for pruned states too.
+
+    For every ``<module>.<tensor>_orig`` / ``<module>.<tensor>_mask`` pair in ``state`` that ``model`` does not
+    yet have, the pruning reparametrization is created first (``prune.identity``, which keeps the parameter
+    object, so an optimizer built on the model still holds it); after loading, pruned tensors are recomputed
+    from ``orig * mask``, as the pruning pre-hooks would before a forward.
+    """
+    modules = dict(model.named_modules())
+    for key in state:
+        if not key.endswith("_mask") or f"{key.removesuffix('_mask')}_orig" not in state:
+            continue
+        module_name, _, tensor = key.removesuffix("_mask").rpartition(".")
+        module = modules.get(module_name)
+        if module is not None and not hasattr(module, f"{tensor}_orig"):
+            prune.identity(module, tensor)
+    model.load_state_dict(state)
+    with torch.no_grad():
+        for module in model.modules():
+            for hook in list(module._forward_pre_hooks.values()):
+                if isinstance(hook, prune.BasePruningMethod):
+                    hook(module, ())  # weight = weight_orig * weight_mask, now
 
 
 def rng_state() -> dict[str, Any]:

@@ -40,7 +40,8 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         for name, parameter in module.named_parameters(recurse=False):
             if not parameter.requires_grad:
                 continue
-            is_weight = name == "weight" and not isinstance(module, norm_types)
+            # "weight_orig": the weight of a conv under torch.nn.utils.prune
+            is_weight = name in ("weight", "weight_orig") and not isinstance(module, norm_types)
             (decayed if is_weight else not_decayed).append(parameter)
     return [
         {"params": decayed, "weight_decay": weight_decay, "name": "weights"},

@@ -31,7 +31,7 @@ from yolov3.evaluation.dataset_gt import coco_ground_truth
 from yolov3.loss.yolo_loss import YoloLoss
 from yolov3.models import create_model
 from yolov3.train.callbacks import TrainerCallback
-from yolov3.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from yolov3.train.checkpoint import load_checkpoint, load_model_state, restore_rng_state, rng_state, save_checkpoint
 from yolov3.train.config import TrainConfig
 from yolov3.train.distributed import DistributedContext, init_distributed
 from yolov3.train.ema import build_ema
@@ -200,9 +200,9 @@ class Trainer:
         checkpoint = load_checkpoint(path, map_location=self.device)
         if checkpoint["model"] != self.model_spec:
             raise ValueError(f"{path}: was trained as {checkpoint['model']}, but the config builds {self.model_spec}")
-        self.raw_model.load_state_dict(checkpoint["model_state"])
+        load_model_state(self.raw_model, checkpoint["model_state"])  # pruned states too (weight_orig, weight_mask)
         if self.ema is not None and checkpoint.get("ema_state") is not None:
-            self.ema.module.load_state_dict(checkpoint["ema_state"])
+            load_model_state(self.ema.module, checkpoint["ema_state"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.runner.load_state_dict(checkpoint["runner"])
