@@ -1,0 +1,154 @@
+"""Training and validation DataLoaders: augmentation, multi-scale batches, reproducible workers.
+
+``build_train_loader`` chains dataset -> :class:`~yolov3.data.mosaic.MosaicDataset` (when the config asks
+for mosaic or MixUp) -> :class:`TransformedDataset` (albumentations, letterbox, tensors) and batches it with
+a :class:`~yolov3.data.multiscale.MultiScaleBatchSampler` over an epoch-seeded shuffle
+(``DistributedSampler``; pass your own for DDP). Call ``loader.batch_sampler.set_epoch(epoch)`` before each
+epoch, as with ``DistributedSampler``.
+
+Reproducibility: the loader's generator is seeded with ``seed``; each worker (kept alive across epochs)
+reseeds every random generator of its dataset copy from ``torch.initial_seed()`` (the loader's base seed
+plus the worker id) in :func:`seed_worker`, and in-process loading (``workers=0``) starts from ``seed``.
+Batches are handed to workers in a fixed order, so a run with the same seed and worker count repeats.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
+
+from yolov3.data.collate import collate_detections
+from yolov3.data.mosaic import MosaicDataset
+from yolov3.data.multiscale import MultiScaleBatchSampler, MultiScaleConfig
+from yolov3.data.transforms import AugmentConfig, DetectionTransform, TransformedSample
+
+logger = logging.getLogger(__name__)
+
+
+class TransformedDataset(Dataset):
+    """``dataset`` (of DetectionSample, possibly a MosaicDataset) through a :class:`DetectionTransform`.
+
+    Items are an index (letterboxed to ``image_size``) or ``(index, (height, width))`` from a
+    :class:`MultiScaleBatchSampler`.
+    """
+
+    def __init__(
+        self, dataset: Dataset, transform: DetectionTransform, image_size: int | tuple[int, int] = 416, seed: int = 0
+    ) -> None:
+        self.dataset = dataset
+        self.transform = transform
+        self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Give the transform and the wrapped dataset (if it has random state) independent seeds from ``seed``."""
+        transform_seed, dataset_seed = np.random.SeedSequence(seed).generate_state(2)
+        self.transform.reseed(int(transform_seed))
+        if hasattr(self.dataset, "reseed"):
+            self.dataset.reseed(int(dataset_seed))
+
+    @property
+    def class_names(self) -> Sequence[str]:
+        return self.dataset.class_names
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: int | tuple[int, tuple[int, int]]) -> TransformedSample:
+        index, size = item if isinstance(item, tuple) else (item, self.image_size)
+        size = (int(size[0]), int(size[1]))
+        sample = self.dataset.load(int(index), size) if isinstance(self.dataset, MosaicDataset) else self.dataset[index]
+        return self.transform(sample, size)
+
+
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn``: seed Python, NumPy and the dataset's generators from this worker's torch seed."""
+    seed = torch.initial_seed() % 2**32  # the loader's base seed + worker_id
+    random.seed(seed)
+    np.random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    if info is not None and hasattr(info.dataset, "reseed"):
+        info.dataset.reseed(seed)
+
+
+def _loader_options(workers: int, seed: int) -> dict:
+    return {
+        "num_workers": workers,
+        "collate_fn": collate_detections,
+        "pin_memory": torch.cuda.is_available(),
+        "persistent_workers": workers > 0,
+        "worker_init_fn": seed_worker if workers > 0 else None,
+        "generator": torch.Generator().manual_seed(seed),
+    }
+
+
+def build_train_dataset(
+    dataset: Dataset, augment: AugmentConfig, image_size: int = 416, seed: int = 0
+) -> TransformedDataset:
+    """``dataset`` with mosaic / MixUp (when configured) and the training transform."""
+    source = dataset
+    if augment.mosaic.enabled:
+        source = MosaicDataset(dataset, augment.mosaic, fill=augment.fill, image_size=image_size)
+    return TransformedDataset(source, DetectionTransform(augment, train=True), image_size, seed)
+
+
+def build_train_loader(
+    dataset: Dataset,
+    augment: AugmentConfig,
+    batch_size: int,
+    workers: int = 2,
+    multiscale: MultiScaleConfig | None = None,
+    seed: int = 0,
+    image_size: int = 416,
+    sampler: Sampler[int] | None = None,
+    drop_last: bool = True,
+) -> DataLoader:
+    """Shuffled, augmented, multi-scale batches (:class:`~yolov3.data.collate.Batch`) of ``dataset``.
+
+    ``sampler`` defaults to a one-replica ``DistributedSampler`` (an epoch-seeded shuffle); give a
+    ``DistributedSampler(dataset, shuffle=True, seed=seed)`` under DDP. ``multiscale=None`` uses the
+    defaults (320..608 every 10 batches); a disabled config trains at ``image_size``.
+    """
+    multiscale = MultiScaleConfig() if multiscale is None else multiscale
+    if sampler is None:
+        sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
+    batch_sampler = MultiScaleBatchSampler.from_config(sampler, batch_size, multiscale, image_size, drop_last, seed)
+    logger.info(
+        "train loader: %d images, %d batches of %d, sizes %s, %d workers",
+        len(dataset),
+        len(batch_sampler),
+        batch_size,
+        multiscale.sizes(image_size),
+        workers,
+    )
+    return DataLoader(
+        build_train_dataset(dataset, augment, image_size, seed),
+        batch_sampler=batch_sampler,
+        **_loader_options(workers, seed),
+    )
+
+
+def build_val_loader(
+    dataset: Dataset,
+    augment: AugmentConfig,
+    batch_size: int,
+    workers: int = 2,
+    image_size: int = 416,
+    sampler: Sampler[int] | None = None,
+    seed: int = 0,
+) -> DataLoader:
+    """Letterboxed batches of ``dataset`` in order at the fixed ``image_size``; only ``augment.normalization``
+    (and its border fill) is used. Give a ``DistributedSampler(dataset, shuffle=False)`` under DDP."""
+    transformed = TransformedDataset(dataset, DetectionTransform(augment, train=False), image_size, seed)
+    return DataLoader(
+        transformed,
+        batch_size=batch_size,
+        sampler=SequentialSampler(dataset) if sampler is None else sampler,
+        drop_last=False,
+        **_loader_options(workers, seed),
+    )
