@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from yolov3.darknet.cfg import YoloSection
 from yolov3.data.letterbox import Letterbox
 from yolov3.inference.decode import decode_outputs
 from yolov3.inference.postprocess import postprocess
@@ -24,22 +23,8 @@ DEFAULT_INPUT_SIZE = (416, 416)
 
 
 def darknet_head_specs(model: Darknet) -> list[YoloHeadSpec]:
-    """Head specs of a cfg-built model, from its [yolo] sections and the layer shapes at the [net] size."""
-    net_height, net_width = model.cfg.net.height, model.cfg.net.width
-    specs = []
-    for node in model.nodes:
-        section = node.section
-        if not isinstance(section, YoloSection):
-            continue
-        _, grid_height, grid_width = node.output_shape
-        stride = net_height // grid_height
-        if stride * grid_height != net_height or stride * grid_width != net_width:
-            raise section.error(
-                f"layer {node.index} has a {grid_height}x{grid_width} grid for a {net_height}x{net_width} input; "
-                "expected the same integer stride in both directions"
-            )
-        specs.append(YoloHeadSpec(section.anchors_px, stride, section.classes, section.scale_x_y))
-    return specs
+    """Head specs of a cfg-built model (see :attr:`Darknet.head_specs`)."""
+    return model.head_specs
 
 
 def model_head_specs(model: nn.Module) -> list[YoloHeadSpec]:

@@ -25,6 +25,7 @@ from yolov3.darknet.cfg import (
 from yolov3.darknet.graph import LayerNode, build_graph
 from yolov3.models.darknet_io import DarknetIO, DarknetLayers
 from yolov3.models.layers import ConvBNAct, DarknetMaxPool, GlobalAvgPool, Upsample, make_activation
+from yolov3.models.yolo_head import YoloHeadSpec
 
 
 class Route(nn.Module):
@@ -101,6 +102,25 @@ class Darknet(DarknetIO, nn.Module):
         # Outputs read later by a route or shortcut; all others are dropped as soon as they are used.
         self._kept = frozenset(source for node in self.nodes for source in node.sources if source != node.index - 1)
         self.is_detector = any(isinstance(section, YoloSection) for section in self.cfg.layers)
+
+    @property
+    def head_specs(self) -> list[YoloHeadSpec]:
+        """One spec per [yolo] layer: its anchors, stride (at the [net] size), classes and ``scale_x_y``."""
+        net_height, net_width = self.cfg.net.height, self.cfg.net.width
+        specs = []
+        for node in self.nodes:
+            section = node.section
+            if not isinstance(section, YoloSection):
+                continue
+            _, grid_height, grid_width = node.output_shape
+            stride = net_height // grid_height
+            if stride * grid_height != net_height or stride * grid_width != net_width:
+                raise section.error(
+                    f"layer {node.index} has a {grid_height}x{grid_width} grid for a {net_height}x{net_width} "
+                    "input; expected the same integer stride in both directions"
+                )
+            specs.append(YoloHeadSpec(section.anchors_px, stride, section.classes, section.scale_x_y))
+        return specs
 
     @property
     def yolo_sections(self) -> list[YoloSection]:

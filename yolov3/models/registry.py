@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 from torch import nn
 
+from yolov3.models.darknet import Darknet
 from yolov3.models.darknet53 import Darknet53Classifier, Darknet53Config
 from yolov3.models.yolov3 import YOLOv3, YOLOv3Config
 from yolov3.models.yolov3_tiny import YOLOv3Tiny, YOLOv3TinyConfig
@@ -67,10 +68,30 @@ def yolov3_tiny_test(num_classes: int = 3, **config: object) -> YOLOv3Tiny:
     return YOLOv3Tiny(YOLOv3TinyConfig(num_classes=num_classes, **config))
 
 
+def darknet_cfg(num_classes: int | None = None, cfg: str | None = None, weights: str | None = None) -> Darknet:
+    """A detector from a Darknet ``cfg`` (a channel-pruned one, say), optionally with its ``.weights``.
+
+    For training from a cfg: ``model: {name: darknet_cfg, options: {cfg: pruned.cfg, weights: pruned.weights}}``;
+    ``num_classes`` (the trainer passes the dataset's) must match the cfg's [yolo] layers.
+    """
+    if cfg is None:
+        raise ValueError("darknet_cfg needs cfg=<path to a Darknet .cfg>")
+    model = Darknet(cfg)
+    classes = sorted({section.classes for section in model.yolo_sections})
+    if not classes:
+        raise ValueError(f"{cfg}: has no [yolo] layer; darknet_cfg builds detectors")
+    if num_classes is not None and classes != [num_classes]:
+        raise ValueError(f"{cfg}: its [yolo] layers have classes={classes}, but num_classes={num_classes} was asked")
+    if weights is not None:
+        model.load_darknet_weights(weights)
+    return model
+
+
 MODELS: MappingProxyType[str, Callable[..., nn.Module]] = MappingProxyType(
     {
         builder.__name__: builder
         for builder in (
+            darknet_cfg,
             darknet53,
             darknet53_test,
             yolov3,

@@ -1,0 +1,319 @@
+"""Dense CPU forward latency of YOLOv3 and YOLOv3-tiny before and after structured channel pruning.
+
+For each model at one input size and batch 1, fp32: random weights (Laplace, scaled by fan-in, fixed seed;
+speed does not depend on their values), then :func:`yolov3.compression.structured.prune_channels` with the L1
+criterion down to ``--flops-target`` of the FLOPs (default 0.5). Both networks are timed as the same class,
+:class:`~yolov3.models.Darknet` (the original is "pruned" with ratio 0, which copies it unchanged), under
+``torch.inference_mode()``, interleaved per repetition in a rotating order so that background load hits both
+alike, with the same thread count. The report gives Darknet's BFLOPs, parameters, median and p90 latency and
+the speed-up (original median / pruned median; issue 6 asks for at least 1.5x at half the FLOPs), with the
+load average and the CPU time other processes used during the timings. ``--record`` writes it into the
+"Compression: structured pruning (issue 6)" section of ``docs/benchmarks.md``, leaving other sections alone.
+
+Usage::
+
+    python bench/structured_speed.py                  # print the report
+    python bench/structured_speed.py --record         # ... and record it in docs/benchmarks.md
+    python bench/structured_speed.py --models yolov3-tiny --repeats 30 --threads 1 --channel-multiple 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import logging
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from yolov3.compression.structured import apply_plan, flops, plan_pruning
+from yolov3.models import create_model
+from yolov3.models.layers import ConvBNAct
+
+logger = logging.getLogger("bench.structured_speed")
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DOCS = REPOSITORY_ROOT / "docs" / "benchmarks.md"
+SECTION_TITLE = "## Compression: structured pruning (issue 6)"
+# Hand-written notes below this line inside the section are kept when --record rewrites the section.
+NOTES_MARKER = "<!-- notes: kept when bench/structured_speed.py --record rewrites this section -->"
+DOCS_HEADER = (
+    "# Benchmarks\n\n"
+    "Every figure here comes from a script under `bench/`; each section names machine, command and date.\n"
+)
+MODELS = {"yolov3": "yolov3", "yolov3-tiny": "yolov3_tiny"}
+REQUIRED_SPEEDUP = 1.5
+SEED = 0
+# Above this many cores of CPU time used by other processes during the timings, the report flags them.
+BUSY_BACKGROUND_CORES = 0.2
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """The figures of one model, original and pruned."""
+
+    name: str
+    bflops: tuple[float, float]
+    parameters: tuple[int, int]
+    samples: tuple[list[float], list[float]]
+    removed_filters: int
+    prunable_filters: int
+    background_cores: float | None
+
+    @property
+    def medians_ms(self) -> tuple[float, float]:
+        return statistics.median(self.samples[0]) * 1e3, statistics.median(self.samples[1]) * 1e3
+
+    @property
+    def speedup(self) -> float:
+        original, pruned = self.medians_ms
+        return original / pruned
+
+
+def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--size", type=int, default=416, help="input height and width (default 416)")
+    parser.add_argument("--flops-target", type=float, default=0.5, help="fraction of the FLOPs kept (default 0.5)")
+    parser.add_argument("--channel-multiple", type=int, default=1, help="round kept channels up to a multiple")
+    parser.add_argument("--repeats", type=int, default=15, help="timed runs per network (default 15)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all)")
+    parser.add_argument("--record", action="store_true", help=f"write the report into {DEFAULT_DOCS}")
+    parser.add_argument("--docs", type=Path, default=DEFAULT_DOCS, help=argparse.SUPPRESS)
+    arguments = parser.parse_args(argv)
+    if arguments.repeats < 10 or arguments.warmup < 1 or arguments.threads < 1 or arguments.size % 32:
+        parser.error("need --repeats >= 10, --warmup >= 1, --threads >= 1 and --size a multiple of 32")
+    if not 0.0 < arguments.flops_target <= 1.0:
+        parser.error("--flops-target is the fraction of FLOPs kept, in (0, 1]")
+    return arguments
+
+
+def laplace_initialize(model: nn.Module, seed: int = SEED) -> None:
+    """Laplace conv weights (variance 2 / fan-in, as Kaiming) and BatchNorms near identity."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if not isinstance(module, ConvBNAct):
+                continue
+            conv, bn = module.conv, module.bn
+            fan_in = conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
+            uniform = torch.rand(conv.weight.shape, generator=generator) - 0.5  # Laplace by inverse CDF
+            laplace = -torch.sign(uniform) * torch.log1p(-2 * uniform.abs())  # unit scale: variance 2
+            conv.weight.copy_(laplace * fan_in**-0.5)
+            if conv.bias is not None:
+                conv.bias.zero_()
+            if bn is not None:
+                bn.weight.copy_(torch.rand(bn.num_features, generator=generator) * 0.4 + 0.8)
+                bn.bias.copy_(torch.randn(bn.num_features, generator=generator) * 0.05)
+
+
+def time_interleaved(runners: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each runner; each repetition runs every runner once, in a rotating order."""
+    names = list(runners)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    gc.collect()
+    for repetition in range(warmup + repeats):
+        shift = repetition % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            runners[name]()
+            if repetition >= warmup:
+                samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def busy_cpu_seconds() -> float | None:
+    """All CPUs' non-idle time since boot, from /proc/stat (None where it is missing)."""
+    try:
+        fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def benchmark_model(name: str, arguments: argparse.Namespace) -> ModelResult:
+    torch.manual_seed(SEED)
+    model = create_model(MODELS[name]).eval()
+    laplace_initialize(model)
+    original = apply_plan(model, plan_pruning(model, 0.0)).eval()  # the same network, as a Darknet
+    plan = plan_pruning(model, flops_target=arguments.flops_target, channel_multiple=arguments.channel_multiple)
+    pruned = apply_plan(model, plan).eval()
+    del model
+    image = torch.rand(1, 3, arguments.size, arguments.size, generator=torch.Generator().manual_seed(SEED))
+    with torch.inference_mode():
+        shapes = [[output.shape for output in network(image)] for network in (original, pruned)]
+    if shapes[0] != shapes[1]:
+        raise AssertionError(f"{name}: pruning changed the head shapes {shapes[0]} -> {shapes[1]}")
+
+    def runner(network: nn.Module) -> Callable[[], object]:
+        def run() -> object:
+            with torch.inference_mode():
+                return network(image)
+
+        return run
+
+    logger.info("%s: %d warm-up + %d timed repetitions", name, arguments.warmup, arguments.repeats)
+    wall, busy, own = time.perf_counter(), busy_cpu_seconds(), own_cpu_seconds()
+    runners = {"original": runner(original), "pruned": runner(pruned)}
+    samples = time_interleaved(runners, arguments.warmup, arguments.repeats)
+    busy_end, wall = busy_cpu_seconds(), time.perf_counter() - wall
+    background = None
+    if busy is not None and busy_end is not None:
+        background = max(0.0, ((busy_end - busy) - (own_cpu_seconds() - own)) / wall)
+    size = arguments.size
+    return ModelResult(
+        name=name,
+        bflops=(flops(original, size), flops(pruned, size)),
+        parameters=tuple(sum(p.numel() for p in network.parameters()) for network in (original, pruned)),
+        samples=(samples["original"], samples["pruned"]),
+        removed_filters=plan.removed,
+        prunable_filters=plan.prunable_channels,
+        background_cores=background,
+    )
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def format_table(results: Sequence[ModelResult]) -> str:
+    lines = [
+        "| model | network | BFLOPs | parameters | median ms | p90 ms | speed-up |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        for index, network in enumerate(("original", "pruned")):
+            samples = np.asarray(result.samples[index]) * 1e3
+            speedup = "1.00x" if index == 0 else f"**{result.speedup:.2f}x**"
+            lines.append(
+                f"| {result.name} | {network} | {result.bflops[index]:.2f} | {result.parameters[index]:,} "
+                f"| {float(np.median(samples)):.1f} | {float(np.percentile(samples, 90)):.1f} | {speedup} |"
+            )
+    return "\n".join(lines)
+
+
+def build_report(
+    arguments: argparse.Namespace,
+    command: str,
+    started: datetime.datetime,
+    loads: tuple[tuple[float, ...], tuple[float, ...]],
+    results: Sequence[ModelResult],
+) -> str:
+    background = [result.background_cores for result in results]
+    if any(cores is None for cores in background):
+        background_text = "unknown (no /proc/stat)"
+    else:
+        background_text = ", ".join(f"{result.name} {result.background_cores:.2f}" for result in results) + " cores"
+        busy = max(background) > BUSY_BACKGROUND_CORES
+        background_text += (
+            ". **Other processes used the CPU during the timings (this machine is shared); the speed-ups are "
+            "indicative, re-run on an idle machine.**"
+            if busy
+            else " (an idle machine)."
+        )
+    pruning = "; ".join(
+        f"{result.name}: {result.removed_filters:,} of {result.prunable_filters:,} prunable filters removed "
+        f"({100 * result.removed_filters / result.prunable_filters:.1f}%)"
+        for result in results
+    )
+    lines = [
+        f"- Machine: {cpu_model()}, {os.cpu_count()} logical cores (torch CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}); Python {platform.python_version()}, torch {torch.__version__}",
+        f"- Threads: {arguments.threads} (torch.set_num_threads), the same for both networks",
+        f"- Command: `{command}`",
+        f"- Date: {started:%Y-%m-%d %H:%M} UTC; load average (1, 5, 15 min) at start "
+        f"{', '.join(f'{value:.2f}' for value in loads[0])} / at end {', '.join(f'{value:.2f}' for value in loads[1])}",
+        f"- Background CPU use by other processes during each model's timed runs: {background_text}",
+        f"- Input {arguments.size}x{arguments.size}, batch 1, fp32, eager `Darknet` under `torch.inference_mode()`; "
+        f"{arguments.warmup} warm-up + {arguments.repeats} timed runs per network, interleaved in rotating order; "
+        "random Laplace weights (seed 0)",
+        f'- Pruning: `prune_channels(model, flops_target={arguments.flops_target}, criterion="l1", '
+        f"channel_multiple={arguments.channel_multiple})`, default floor of 10% of each layer; {pruning}. "
+        "Prunable in yolov3: the stem, the inner 1x1 of every residual block, the neck and head convs (the residual "
+        "streams and the heads' output convs keep all their channels); in yolov3-tiny every conv but the output convs",
+        "",
+        format_table(results),
+        "",
+        "BFLOPs: Darknet's count (2 x conv multiply-adds) at the input size. Speed-up: original median / pruned "
+        f"median (issue 6 requires at least {REQUIRED_SPEEDUP}x at about half the FLOPs).",
+        "",
+    ]
+    for result in results:
+        verdict = "met" if result.speedup >= REQUIRED_SPEEDUP else "**not met**"
+        lines.append(
+            f"**{result.name}**: {result.bflops[0]:.2f} -> {result.bflops[1]:.2f} BFLOPs "
+            f"({100 * result.bflops[1] / result.bflops[0]:.1f}%), {result.parameters[0]:,} -> "
+            f"{result.parameters[1]:,} parameters ({100 * result.parameters[1] / result.parameters[0]:.1f}%); "
+            f"median {result.medians_ms[0]:.1f} -> {result.medians_ms[1]:.1f} ms, {result.speedup:.2f}x faster "
+            f"(>= {REQUIRED_SPEEDUP}x: {verdict})."
+        )
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def record_section(docs_path: Path, body: str) -> None:
+    """Replace (or append) this script's section of ``docs_path``, leaving every other section alone.
+
+    Within the section, hand-written notes after a :data:`NOTES_MARKER` line survive re-recording.
+    """
+    text = docs_path.read_text() if docs_path.exists() else DOCS_HEADER
+    lines = text.splitlines(keepends=True)
+    start = next((index for index, line in enumerate(lines) if line.rstrip() == SECTION_TITLE), None)
+    notes = ""
+    if start is None:
+        before, after = text.rstrip("\n") + "\n\n", ""
+    else:
+        end = next((index for index in range(start + 1, len(lines)) if lines[index].startswith("## ")), len(lines))
+        old_section = lines[start:end]
+        marker = next((index for index, line in enumerate(old_section) if line.rstrip() == NOTES_MARKER), None)
+        if marker is not None:
+            notes = "\n" + "".join(old_section[marker:]).rstrip() + "\n"
+        before, after = "".join(lines[:start]), "".join(lines[end:])
+    section = f"{SECTION_TITLE}\n\n{body.rstrip()}\n{notes}"
+    docs_path.parent.mkdir(parents=True, exist_ok=True)
+    docs_path.write_text(before + section + ("\n" + after if after else ""))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    arguments = parse_arguments(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    command = shlex.join(["python", "bench/structured_speed.py", *argv])
+    started = datetime.datetime.now(datetime.timezone.utc)
+    torch.set_num_threads(arguments.threads)
+    load_start = os.getloadavg()
+    results = [benchmark_model(name, arguments) for name in arguments.models]
+    report = build_report(arguments, command, started, (load_start, os.getloadavg()), results)
+    print(report)
+    if arguments.record:
+        record_section(arguments.docs, report)
+        logger.info("recorded in %s", arguments.docs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
