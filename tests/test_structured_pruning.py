@@ -414,3 +414,19 @@ def test_speed_benchmark_runs_and_records_only_its_own_section(tmp_path: Path, m
     text = docs.read_text()
     assert text.startswith("# Benchmarks\n\n## Other (issue 1)\n\nkept as it is\n\n## Compression: structured pruning")
     assert "| yolov3-tiny | original | 0.13 | 8,852,366 |" in text and "| yolov3-tiny | pruned |" in text
+
+
+@pytest.mark.slow
+def test_prune_cli_structured_saves_darknet_files_and_fine_tunes(tmp_path: Path) -> None:
+    from yolov3 import prune as prune_cli
+
+    path = write_config(tmp_path, **{"train.epochs": 1, "train.ema": False})
+    Trainer(load_train_config(path), tmp_path / "dense", progress=False).fit()
+    out = tmp_path / "structured"
+    arguments = ["structured", "--cfg", str(path), "--weights", str(tmp_path / "dense" / "best.pt")]
+    assert prune_cli.main([*arguments, "--flops-target", "0.5", "--finetune-epochs", "1", "--out", str(out)]) == 0
+    pruned = Darknet(out / "pruned.cfg")
+    pruned.load_darknet_weights(out / "finetuned.weights")  # strict float count: the fine-tuned cfg model
+    dense_flops = flops(create_model("yolov3_tiny_test", num_classes=3), (64, 64))
+    assert flops(pruned, (64, 64)) <= 0.5 * dense_flops + 1e-9
+    assert "| pruned |" in (out / "structured.md").read_text()

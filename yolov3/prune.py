@@ -47,6 +47,7 @@ from yolov3.compression.sensitivity import (
     sensitivity_budget,
     write_budget,
 )
+from yolov3.compression.structured import flops, prune_channels
 from yolov3.config_loading import ConfigError
 from yolov3.data.dataset_config import build_dataset
 from yolov3.data.loader import build_val_loader
@@ -110,6 +111,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(mAP: absolute drop, default 0.01; loss: relative increase, default 0.05)")  # fmt: skip
     sensitivity.add_argument("--max-sparsity", type=float, default=0.95, help="cap on any layer's budget")
     sensitivity.add_argument("--max-batches", type=int, help="measure on the first N validation batches")
+    structured = commands.add_parser("structured", help="remove whole channels: a smaller dense Darknet network")
+    _common(structured, weights=True)
+    structured.add_argument("--flops-target", type=float, default=0.5, help="fraction of the FLOPs kept (0.5)")
+    structured.add_argument("--criterion", choices=("l1", "bn_gamma"), default="l1", help="channel importance")
+    structured.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the pruned cfg model")
     return parser.parse_args(argv)
 
 
@@ -276,10 +282,48 @@ def sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
+def structured_prune(args: argparse.Namespace) -> int:
+    """Prune channels of a trained checkpoint, save the result as Darknet cfg + weights, optionally fine-tune."""
+    config = load_train_config(args.cfg, args.overrides)
+    out = output_dir(args, config)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model_from_checkpoint(load_checkpoint(args.weights)).eval()
+    size = (config.data.image_size, config.data.image_size)
+    pruned = prune_channels(model, flops_target=args.flops_target, criterion=args.criterion)
+    cfg_path, weights_path = out / "pruned.cfg", out / "pruned.weights"
+    pruned.save_darknet_cfg(cfg_path, header=f"{args.weights} pruned to {args.flops_target:.0%} of its FLOPs")
+    pruned.save_darknet_weights(weights_path)
+    header = ["model", "BFLOPs", "parameters", "mAP@0.5"]
+    rows = [
+        [name, f"{flops(network, size):.3f}", f"{sum(p.numel() for p in network.parameters()):,}", "-"]
+        for name, network in (("dense", model), ("pruned", pruned))
+    ]
+    if args.finetune_epochs > 0:
+        options = {"cfg": str(cfg_path), "weights": str(weights_path)}
+        config = dataclasses.replace(
+            config,
+            model=dataclasses.replace(config.model, name="darknet_cfg", options=options, backbone_weights=None),
+            train=dataclasses.replace(config.train, epochs=args.finetune_epochs),
+        )
+        trainer = Trainer(config, out / "finetune", progress=not args.no_progress)
+        result = trainer.fit()
+        trainer.raw_model.save_darknet_weights(out / "finetuned.weights")
+        rows[1][3] = f"{result.last_map50:.4f}" if result.last_map50 is not None else "-"
+    write_text_atomic(out / "structured.md", markdown_table(header, rows))
+    print(markdown_table(header, rows))
+    print(f"written: {cfg_path}, {weights_path}" + (", finetune/" if args.finetune_epochs > 0 else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    commands = {"oneshot": prune_and_finetune, "iterative": prune_and_finetune, "lottery": lottery}
+    commands = {
+        "oneshot": prune_and_finetune,
+        "iterative": prune_and_finetune,
+        "lottery": lottery,
+        "structured": structured_prune,
+    }
     try:
         return commands.get(args.command, sensitivity)(args)
     except (ConfigError, CheckpointError, ValueError, KeyError) as error:
