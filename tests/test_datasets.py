@@ -287,3 +287,15 @@ def test_config_from_a_nested_mapping(tmp_path: Path) -> None:
     assert config.format == "yolo" and config.root == tmp_path / "data" and config.names == ("a", "b")
     assert config.train.images == Path("images/train") and config.resolve(Path("x")) == tmp_path / "data/x"
     assert dataset_config_from_mapping({"format": "coco", "root": "rel"}).root == Path("rel")  # cwd-relative
+
+
+def test_a_training_config_is_accepted_as_dataset_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from yolov3.data.dataset_config import load_dataset_config
+
+    monkeypatch.chdir(tmp_path)
+    config_path = tmp_path / "configs" / "train.yaml"
+    config_path.parent.mkdir()
+    config_path.write_text("data:\n  dataset:\n    format: synthetic\n    root: data/shapes\n  image_size: 64\n")
+    config = load_dataset_config(config_path, ["synthetic.num_train=4"])
+    assert config.format == "synthetic" and config.root == Path("data/shapes")  # relative to the working dir
+    assert config.synthetic.num_train == 4

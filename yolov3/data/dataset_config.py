@@ -160,9 +160,17 @@ def dataset_config_from_mapping(
 
 def load_dataset_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> DatasetConfig:
     """Read a dataset YAML (``yaml.safe_load``), apply ``key=value`` overrides; a relative root is relative
-    to the YAML file's folder."""
+    to the YAML file's folder.
+
+    A training config is accepted too: its ``data.dataset`` section is used, with a relative root taken
+    from the working directory, as the trainer does.
+    """
     path = Path(path)
-    mapping = apply_overrides(load_yaml(path), list(overrides))
+    mapping = load_yaml(path)
+    data = mapping.get("data")
+    if isinstance(data, dict) and isinstance(data.get("dataset"), dict):
+        return dataset_config_from_mapping(apply_overrides(data["dataset"], list(overrides)), f"{path}: data.dataset")
+    mapping = apply_overrides(mapping, list(overrides))
     return dataset_config_from_mapping(mapping, str(path), base_dir=path.parent)
 
 
