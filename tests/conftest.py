@@ -38,3 +38,12 @@ def tiny_weights(shared_darknet: Path) -> Path:
     if result.returncode != 0:
         pytest.fail(f"fetch-yolov3-tiny-weights failed:\n{result.stderr[-2000:]}")
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread() -> None:
+    """Tests use small models, for which one thread is as fast as two and immune to oversubscription
+    (DataLoader workers, or a busy machine, make PyTorch's two threads wait on each other)."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -8,7 +8,8 @@ Compress (prune, fine-tune, share weights, fine-tune centroids, Huffman-code, wr
 ``--cfg`` is the training config of the checkpoint (``logs/<run>/args.yaml``): its data and validation
 settings score every stage (mAP@0.5, the trainer's validation) and its trainer fine-tunes. Pruning is
 global magnitude pruning of all convs but the first and the heads' outputs, the masks held while
-fine-tuning; weight sharing clusters every conv but the first (``--share-skip``) into ``2 ** bits``
+fine-tuning; weight sharing clusters every conv but the first and the detection heads' output convs
+(``--share-skip``; those stay dense, in float16) into ``2 ** bits``
 centroids, which the centroid fine-tuning trains (summed gradients). The per-layer size table, the stages'
 sparsity and mAP are printed and logged to TensorBoard under ``--run-dir``. Fine-tuning runs are not
 resumable.
@@ -79,7 +80,7 @@ def parse_compress_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--centroid-epochs", type=int, help="epochs of centroid fine-tuning (default: as above)")
     parser.add_argument("--finetune-lr", type=float, help="fine-tuning learning rate (default: config's / 10)")
     parser.add_argument("--centroid-lr", type=float, help="centroid learning rate (default: --finetune-lr)")
-    parser.add_argument("--share-skip", default="first", help="convs left unshared: comma list of first, heads "
+    parser.add_argument("--share-skip", default="first,heads", help="convs left unshared: comma list of first, heads "
                         "and name patterns, or 'none'")  # fmt: skip
     parser.add_argument("--position-bits", type=int, default=4, help="bits of a relative position (with fillers)")
     parser.add_argument("--float-format", choices=("float16", "float32"), default="float16",

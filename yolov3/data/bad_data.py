@@ -45,6 +45,9 @@ JPEG_END_MARKER = b"\xff\xd9"
 PNG_END_CHUNK = b"IEND\xaeB`\x82"
 
 
+# A box coordinate this far outside its image (pixels) is clipped silently.
+CLIP_TOLERANCE_PIXELS = 0.01
+
 class BadDataError(ValueError):
     """A label or annotation that cannot be used; ``str()`` names the file (and line) and what was expected."""
 
@@ -137,7 +140,8 @@ class BadDataPolicy:
                 f"expected x in 0..{width} and y in 0..{height}",
             )
             keep[index] = False
-        changed = keep & (clipped != boxes).any(axis=1)
+        # Rounding in label files (normalized YOLO coordinates) leaves boxes a hair outside: not worth a warning.
+        changed = keep & (np.abs(clipped - boxes) > CLIP_TOLERANCE_PIXELS).any(axis=1)
         for index in np.flatnonzero(changed):
             self.fixed(
                 "box_clipped",

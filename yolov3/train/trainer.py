@@ -93,10 +93,11 @@ class Trainer:
     def _build_data(self) -> None:
         config, context = self.config, self.context
         dataset_config = config.data.dataset
-        if context.is_main:  # synthetic data is generated once, by rank 0
-            build_dataset(dataset_config, "train", progress=self.progress)
+        if context.is_main:  # rank 0 first: synthetic data is generated once, and scan warnings appear once
+            self.train_set = build_dataset(dataset_config, "train", progress=self.progress)
         context.barrier()
-        self.train_set = build_dataset(dataset_config, "train", progress=False)
+        if not context.is_main:
+            self.train_set = build_dataset(dataset_config, "train", progress=False)
         self.val_set = build_dataset(dataset_config, "val", for_evaluation=True, progress=False)
         self.class_names = tuple(self.train_set.class_names)
         data = config.data
