@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from yolov3.benchmark_docs import record_section
 from yolov3.compression.masks import finalize_pruning, prunable_layers, prune_to_sparsity
 from yolov3.compression.report import CompressionReport
 from yolov3.compression.sharing import SharedWeights, share_weights
@@ -56,10 +57,6 @@ logger = logging.getLogger("bench.compression_size")
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DOCS = REPOSITORY_ROOT / "docs" / "benchmarks.md"
 SECTION_TITLE = "## Compression: storage (issue 6)"
-DOCS_HEADER = (
-    "# Benchmarks\n\n"
-    "Every figure here comes from a script under `bench/`; each section names machine, command and date.\n"
-)
 MODELS = {"yolov3": "yolov3", "yolov3-tiny": "yolov3_tiny"}
 TARGET_RATIO = 20.0
 LARGEST_LAYERS = 8
@@ -244,22 +241,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def record_section(docs_path: Path, body: str) -> None:
-    """Replace (or append) this script's section of ``docs_path``, leaving every other section alone."""
-    text = docs_path.read_text() if docs_path.exists() else DOCS_HEADER
-    section = f"{SECTION_TITLE}\n\n{body.rstrip()}\n"
-    lines = text.splitlines(keepends=True)
-    start = next((index for index, line in enumerate(lines) if line.rstrip() == SECTION_TITLE), None)
-    if start is None:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((index for index in range(start + 1, len(lines)) if lines[index].startswith("## ")), len(lines))
-        following = "".join(lines[end:])
-        text = "".join(lines[:start]) + section + ("\n" + following if following else "")
-    docs_path.parent.mkdir(parents=True, exist_ok=True)
-    docs_path.write_text(text)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     arguments = parse_arguments(argv)
@@ -277,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = build_report(arguments, command, started, results)
     print(report)
     if arguments.record:
-        record_section(arguments.docs, report)
+        record_section(arguments.docs, SECTION_TITLE, report)
         logger.info("recorded in %s", arguments.docs)
     return 0
 

@@ -53,6 +53,7 @@ import torch
 from torch import nn
 from torchvision.ops import box_iou
 
+from yolov3.benchmark_docs import record_section
 from yolov3.data.image_io import list_images, read_image_rgb
 from yolov3.export import CalibrationImages, convert_to_fp16, export_onnx, quantize_int8
 from yolov3.export.onnx_export import INPUT_NAME
@@ -66,10 +67,6 @@ REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPOSITORY_ROOT.parent / "shared"
 DEFAULT_DOCS = REPOSITORY_ROOT / "docs" / "benchmarks.md"
 SECTION_TITLE = "## Inference latency (issue 3)"
-DOCS_HEADER = (
-    "# Benchmarks\n\n"
-    "Every figure here comes from a script under `bench/`; each section names machine, command and date.\n"
-)
 MODEL_CFGS = {"yolov3-tiny": "yolov3-tiny.cfg", "yolov3": "yolov3.cfg"}
 IMPLEMENTATIONS = ("eager", "fused+channels_last", "ort-fp32", "ort-fp16", "ort-int8")
 LABELS = {
@@ -408,24 +405,6 @@ def build_report(
     return "\n".join(lines)
 
 
-def record_section(docs_path: Path, body: str) -> None:
-    """Replace (or append) this script's section of ``docs_path``, leaving every other section alone."""
-    text = docs_path.read_text() if docs_path.exists() else DOCS_HEADER
-    section = f"{SECTION_TITLE}\n\n{body.rstrip()}\n"
-    lines = text.splitlines(keepends=True)
-    start = next((index for index, line in enumerate(lines) if line.rstrip() == SECTION_TITLE), None)
-    if start is None:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((index for index in range(start + 1, len(lines)) if lines[index].startswith("## ")), len(lines))
-        following = "".join(lines[end:])
-        text = "".join(lines[:start]) + section + ("\n" + following if following else "")
-    docs_path.write_text(text)
-
-
-# --- main --------------------------------------------------------------------------------------------
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     arguments = parse_arguments(argv)
@@ -462,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = build_report(arguments, command, started, loads, timings, agreements, image_paths, forward_cpu)
     print(report)
     if arguments.record:
-        record_section(arguments.docs, report)
+        record_section(arguments.docs, SECTION_TITLE, report)
         logger.info("recorded in %s", arguments.docs)
     return 0
 

@@ -42,6 +42,7 @@ import albumentations
 import cv2
 import torch
 
+from yolov3.benchmark_docs import record_section
 from yolov3.data.collate import Batch
 from yolov3.data.dataset_config import build_dataset, load_dataset_config
 from yolov3.data.loader import build_train_loader
@@ -55,10 +56,6 @@ logger = logging.getLogger("bench.loader")
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DOCS = REPOSITORY_ROOT / "docs" / "benchmarks.md"
 SECTION_TITLE = "## Data loader (issue 4)"
-DOCS_HEADER = (
-    "# Benchmarks\n\n"
-    "Every figure here comes from a script under `bench/`; each section names machine, command and date.\n"
-)
 MODEL = "yolov3_tiny"
 ROUNDS = 2  # blocks of ready-tensor steps and fed steps, alternating
 
@@ -206,22 +203,6 @@ def build_report(
     )
 
 
-def record_section(docs_path: Path, body: str) -> None:
-    """Replace (or append) this script's section of ``docs_path``, leaving every other section alone."""
-    text = docs_path.read_text() if docs_path.exists() else DOCS_HEADER
-    section = f"{SECTION_TITLE}\n\n{body.rstrip()}\n"
-    lines = text.splitlines(keepends=True)
-    start = next((index for index, line in enumerate(lines) if line.rstrip() == SECTION_TITLE), None)
-    if start is None:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((index for index in range(start + 1, len(lines)) if lines[index].startswith("## ")), len(lines))
-        following = "".join(lines[end:])
-        text = "".join(lines[:start]) + section + ("\n" + following if following else "")
-    docs_path.parent.mkdir(parents=True, exist_ok=True)
-    docs_path.write_text(text)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     arguments = parse_arguments(argv)
@@ -271,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = build_report(arguments, command, started, (load_at_start, os.getloadavg()[0]), rates)
     print(report)
     if arguments.record:
-        record_section(arguments.docs, report)
+        record_section(arguments.docs, SECTION_TITLE, report)
         logger.info("recorded in %s", arguments.docs)
     return 0
 

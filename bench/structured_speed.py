@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from yolov3.benchmark_docs import record_section
 from yolov3.compression.structured import apply_plan, flops, plan_pruning
 from yolov3.models import create_model
 from yolov3.models.layers import ConvBNAct
@@ -48,10 +49,6 @@ DEFAULT_DOCS = REPOSITORY_ROOT / "docs" / "benchmarks.md"
 SECTION_TITLE = "## Compression: structured pruning (issue 6)"
 # Hand-written notes below this line inside the section are kept when --record rewrites the section.
 NOTES_MARKER = "<!-- notes: kept when bench/structured_speed.py --record rewrites this section -->"
-DOCS_HEADER = (
-    "# Benchmarks\n\n"
-    "Every figure here comes from a script under `bench/`; each section names machine, command and date.\n"
-)
 MODELS = {"yolov3": "yolov3", "yolov3-tiny": "yolov3_tiny"}
 REQUIRED_SPEEDUP = 1.5
 SEED = 0
@@ -275,29 +272,6 @@ def build_report(
     return "\n".join(lines).rstrip() + "\n"
 
 
-def record_section(docs_path: Path, body: str) -> None:
-    """Replace (or append) this script's section of ``docs_path``, leaving every other section alone.
-
-    Within the section, hand-written notes after a :data:`NOTES_MARKER` line survive re-recording.
-    """
-    text = docs_path.read_text() if docs_path.exists() else DOCS_HEADER
-    lines = text.splitlines(keepends=True)
-    start = next((index for index, line in enumerate(lines) if line.rstrip() == SECTION_TITLE), None)
-    notes = ""
-    if start is None:
-        before, after = text.rstrip("\n") + "\n\n", ""
-    else:
-        end = next((index for index in range(start + 1, len(lines)) if lines[index].startswith("## ")), len(lines))
-        old_section = lines[start:end]
-        marker = next((index for index, line in enumerate(old_section) if line.rstrip() == NOTES_MARKER), None)
-        if marker is not None:
-            notes = "\n" + "".join(old_section[marker:]).rstrip() + "\n"
-        before, after = "".join(lines[:start]), "".join(lines[end:])
-    section = f"{SECTION_TITLE}\n\n{body.rstrip()}\n{notes}"
-    docs_path.parent.mkdir(parents=True, exist_ok=True)
-    docs_path.write_text(before + section + ("\n" + after if after else ""))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     arguments = parse_arguments(argv)
@@ -310,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = build_report(arguments, command, started, (load_start, os.getloadavg()), results)
     print(report)
     if arguments.record:
-        record_section(arguments.docs, report)
+        record_section(arguments.docs, SECTION_TITLE, report, NOTES_MARKER)
         logger.info("recorded in %s", arguments.docs)
     return 0
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from yolov3.benchmark_docs import record_section
 from yolov3.loss import YoloLoss, assign_targets, pad_boxes_per_image
 from yolov3.models import create_model
 from yolov3.train.optimizer import OptimizerConfig, build_optimizer
@@ -189,15 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(report)
     if arguments.record:
-        record(report)
+        record_section(DOCS, SECTION, report.split("\n", 2)[2])  # the body without the title line
     return 0
-
-
-def record(report: str) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"{re.escape(SECTION)}\n.*?(?=\n## |\Z)", re.DOTALL)
-    text = pattern.sub(report.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + report
-    DOCS.write_text(text.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":
