@@ -40,6 +40,29 @@ def tiny_weights(shared_darknet: Path) -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
+def _build_darknet(flavor: str) -> Path:
+    """Darknet itself (``pjreddie`` or ``alexeyab``), compiled for the CPU by ../shared/build-darknet (cached)."""
+    script = SHARED_DIR / "build-darknet"
+    if not script.is_file():
+        _need_shared("../shared/build-darknet")
+    result = subprocess.run(["bash", str(script), flavor], capture_output=True, text=True, timeout=900, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"build-darknet {flavor} failed:\n{result.stderr[-2000:]}")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def pjreddie_darknet() -> Path:
+    """The ``darknet`` binary of pjreddie/darknet (the YOLOv3 paper's); its folder also holds libdarknet.so."""
+    return _build_darknet("pjreddie")
+
+
+@pytest.fixture(scope="session")
+def alexeyab_darknet() -> Path:
+    """The ``darknet`` binary of AlexeyAB/darknet (the maintained fork); its folder also holds libdarknet.so."""
+    return _build_darknet("alexeyab")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread() -> None:
     """Tests use small models, for which one thread is as fast as two and immune to oversubscription
