@@ -232,7 +232,8 @@ def test_overfit_mode_learns_its_batches(tmp_path: Path) -> None:
         ],
     )
     result = Trainer(config, tmp_path / "overfit", progress=False).fit()
-    assert result.history[0]["train/loss"] > 10 * result.history[-1]["train/loss"]
+    # The output convs start from priors, so the first loss is already small (about 13, not hundreds)
+    assert result.history[0]["train/loss"] > 4 * result.history[-1]["train/loss"]
     assert result.last_map50 >= 0.8
 
 

@@ -6,7 +6,8 @@ norm, beta (bias), gamma (scale), running mean, running variance, each ``filters
 the conv bias; then the conv weights (filters x in/groups x size x size).
 
 Darknet itself stops quietly at the end of a short file; here a file must hold exactly the floats the
-layers need (up to ``cutoff``), and the error says how many were expected and found.
+layers need, or at least those of the layers below ``cutoff`` (Darknet's ``load_weights_upto``), and the
+error says how many were expected and found.
 """
 
 from __future__ import annotations
@@ -86,23 +87,49 @@ def _select(layers: Sequence[ConvParameters], cutoff: int | None) -> list[ConvPa
     return [layer for layer in layers if cutoff is None or layer.layer_index < cutoff]
 
 
-def load_weights(path: str | os.PathLike, layers: Sequence[ConvParameters], cutoff: int | None = None) -> WeightsHeader:
-    """Copy a ``.weights`` file into ``layers`` (those with index < ``cutoff``); the file must fit exactly."""
+def read_weights_file(path: str | os.PathLike) -> tuple[WeightsHeader, np.ndarray]:
+    """The header and every float32 of a ``.weights`` file (a read-only view; errors name the file)."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as error:
         raise WeightsFileError(f"{path}: cannot read weights file ({error.strerror or error})") from error
     header = read_header(path, data)
+    body = len(data) - header.size_bytes
+    if body % 4:
+        raise WeightsFileError(
+            f"{path}: {body:,} bytes after the {header.size_bytes}-byte header is not a whole number of float32 "
+            f"values ({body // 4:,} floats and {body % 4} stray bytes); the file is damaged or too long"
+        )
+    return header, np.frombuffer(data, dtype="<f4", offset=header.size_bytes)
+
+
+def copy_floats(layer: ConvParameters, floats: np.ndarray, offset: int) -> int:
+    """Copy ``layer``'s tensors from ``floats[offset:]``; returns the offset after them."""
+    with torch.no_grad():
+        for tensor in layer.tensors():
+            values = floats[offset : offset + tensor.numel()].reshape(tensor.shape)
+            tensor.copy_(torch.from_numpy(values.copy()))
+            offset += tensor.numel()
+    return offset
+
+
+def load_weights(path: str | os.PathLike, layers: Sequence[ConvParameters], cutoff: int | None = None) -> WeightsHeader:
+    """Copy a ``.weights`` file into ``layers`` (those with index < ``cutoff``).
+
+    Without ``cutoff`` the file must hold exactly the floats of every layer. With ``cutoff`` only the first
+    layers are read, as Darknet's ``load_weights_upto`` does: the file may be longer (a whole detector read as a
+    backbone), but one shorter than those layers is an error.
+    """
+    path = Path(path)
+    header, floats = read_weights_file(path)
     selected = _select(layers, cutoff)
-    found = (len(data) - header.size_bytes) // 4
-    expected = sum(layer.num_floats for layer in selected)
-    if found != expected or (len(data) - header.size_bytes) % 4:
+    found, expected = floats.size, sum(layer.num_floats for layer in selected)
+    if found < expected or (cutoff is None and found > expected):
         scope = f"layers 0..{cutoff - 1}" if cutoff is not None else "all layers"
         message = (
-            f"{path}: expected {expected:,} floats for {scope} ({len(selected)} convolutional), found "
-            f"{(len(data) - header.size_bytes) / 4:,g}; the file is "
-            + ("truncated" if found < expected else "too long")
+            f"{path}: expected {expected:,} floats for {scope} ({len(selected)} convolutional), found {found:,}; "
+            + ("the file is truncated" if found < expected else "the file is too long")
         )
         running = 0
         for layer in _select(layers, None):
@@ -110,15 +137,12 @@ def load_weights(path: str | os.PathLike, layers: Sequence[ConvParameters], cuto
             if running == found:
                 message += f". It fits exactly with cutoff={layer.layer_index + 1} (a backbone-only file?)"
                 break
+        if found > expected:
+            message += ". To read only its first layers, give a cutoff"
         raise WeightsFileError(message)
-    floats = np.frombuffer(data, dtype="<f4", offset=header.size_bytes)
     offset = 0
-    with torch.no_grad():
-        for layer in selected:
-            for tensor in layer.tensors():
-                values = floats[offset : offset + tensor.numel()].reshape(tensor.shape)
-                tensor.copy_(torch.from_numpy(values.copy()))
-                offset += tensor.numel()
+    for layer in selected:
+        offset = copy_floats(layer, floats, offset)
     return header
 
 

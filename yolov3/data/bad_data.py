@@ -48,6 +48,7 @@ PNG_END_CHUNK = b"IEND\xaeB`\x82"
 # A box coordinate this far outside its image (pixels) is clipped silently.
 CLIP_TOLERANCE_PIXELS = 0.01
 
+
 class BadDataError(ValueError):
     """A label or annotation that cannot be used; ``str()`` names the file (and line) and what was expected."""
 

@@ -24,11 +24,12 @@ A dataset YAML (paths relative to ``root``; a relative ``root`` is relative to t
 
 YOLO datasets use the usual small YAML; ``format`` defaults to ``yolo`` when it has ``path``, a split may
 be a plain string (the images folder), ``names`` may be a list or an ``{index: name}`` mapping, and the
-``test``, ``download`` and ``nc`` keys are accepted (``nc`` must match ``names``)::
+``download`` and ``nc`` keys are accepted (``nc`` must match ``names``)::
 
     path: ../datasets/shapes
     train: images/train
     val: images/val
+    test: images/test                 # optional, for every format: python -m yolov3.evaluate --split test
     names: [circle, square, triangle]
 """
 
@@ -52,8 +53,9 @@ from yolov3.data.yolo_txt import YoloTxtDataset
 LOGGER = logging.getLogger(__name__)
 
 DatasetFormat = Literal["coco", "voc", "yolo", "kitti", "synthetic"]
-Split = Literal["train", "val"]
-YOLO_ONLY_KEYS = ("test", "download")
+Split = Literal["train", "val", "test"]
+SPLITS = ("train", "val", "test")
+YOLO_ONLY_KEYS = ("download",)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class DatasetConfig:
     root: Path
     train: SplitConfig = field(default_factory=SplitConfig)
     val: SplitConfig = field(default_factory=SplitConfig)
+    test: SplitConfig = field(default_factory=SplitConfig)  # optional: held out for the final report
     names: tuple[str, ...] = ()
     names_file: Path | None = None  # one class name per line, relative to root
     bad_data: Literal["skip", "raise"] = "skip"
@@ -142,7 +145,7 @@ def normalize_dataset_mapping(mapping: dict[str, Any], source: str) -> dict[str,
         count = mapping.pop("nc")
         if isinstance(mapping.get("names"), list) and count != len(mapping["names"]):
             raise ConfigError(f"{source}: nc: {count} does not match the {len(mapping['names'])} names")
-    for split in ("train", "val"):
+    for split in SPLITS:
         if split in mapping:
             mapping[split] = _normalize_split(mapping[split], str(mapping.get("format")))
     return mapping
@@ -187,10 +190,12 @@ def build_dataset(
 
     Synthetic data is generated under ``root`` first when missing or made with other options.
     """
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     policy = BadDataPolicy(config.bad_data)
     names = config.class_names()
+    if config.format == "synthetic" and split == "test":
+        raise ConfigError(f"synthetic dataset {config.root}: has train and val splits only, no test split")
     if config.format == "synthetic":
         return _build_synthetic(config, split, policy, for_evaluation, progress)
     paths: SplitConfig = getattr(config, split)

@@ -55,6 +55,7 @@ class LoadedModel:
     input_size: tuple[int, int]
     preprocessing: Preprocessing
     source: str
+    normalization: str = "darknet"  # how the training pipeline normalized inputs: darknet (RGB/255) or imagenet
 
     @property
     def num_classes(self) -> int:
@@ -113,7 +114,10 @@ def _load_checkpoint_model(path: Path) -> LoadedModel:
     input_size = _input_size(checkpoint.get("input_size"), model, path)
     preprocessing = _preprocessing(checkpoint.get("preprocessing"), path)
     source = f"{spec['name']} from checkpoint {path} ({'EMA' if uses_ema else 'model'} weights)"
-    return LoadedModel(model, head_specs, class_names, input_size, preprocessing, source)
+    normalization = checkpoint.get("normalization", "darknet")
+    if normalization not in ("darknet", "imagenet"):
+        raise ModelLoadingError(f"{path}: 'normalization' must be darknet or imagenet, got {normalization!r}")
+    return LoadedModel(model, head_specs, class_names, input_size, preprocessing, source, normalization)
 
 
 def _load_darknet_model(

@@ -26,15 +26,28 @@ from yolov3.train.schedule import ScheduleConfig
 class ModelConfig:
     """A registered model (``yolov3.models.list_models()``) and its builder arguments.
 
-    ``num_classes`` defaults to the number of dataset class names. ``backbone_weights`` is a Darknet
-    backbone file (e.g. ``darknet53.conv.74``) loaded with ``backbone_cutoff`` for transfer learning.
+    ``num_classes`` defaults to the number of dataset class names. ``weights`` starts from a whole pretrained
+    detector (Darknet ``.weights`` or a checkpoint of ours): every tensor is loaded where it fits, and the
+    heads' output convs are re-initialised when the class or anchor count differs (``weights_strict: false``
+    also lets other tensors that do not fit keep their initialisation). ``backbone_weights`` reads only the
+    layers below ``backbone_cutoff`` of a Darknet file (``darknet53.conv.74``, or any longer file). Fresh
+    output convs start from priors: objectness bias ``logit(objectness_prior)``, class biases ``logit(1/C)``.
     """
 
     name: str = "yolov3_tiny"
     num_classes: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    weights: Path | None = None
+    weights_strict: bool = True
     backbone_weights: Path | None = None
     backbone_cutoff: int = 74
+    objectness_prior: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.objectness_prior < 1.0:
+            raise ValueError(f"objectness_prior must be in (0, 1), got {self.objectness_prior}")
+        if self.backbone_cutoff < 1:
+            raise ValueError(f"backbone_cutoff must be at least 1, got {self.backbone_cutoff}")
 
 
 @dataclass(frozen=True)

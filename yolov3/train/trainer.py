@@ -36,6 +36,7 @@ from yolov3.train.config import TrainConfig
 from yolov3.train.distributed import DistributedContext, init_distributed
 from yolov3.train.ema import build_ema
 from yolov3.train.optimizer import build_optimizer
+from yolov3.train.pretrained import prepare_initial_weights
 from yolov3.train.schedule import build_scheduler
 from yolov3.train.step import StepRunner
 from yolov3.train.tensorboard import TrainingBoard
@@ -138,14 +139,7 @@ class Trainer:
             )
         self.model_spec = {"name": config.name, "kwargs": {"num_classes": num_classes, **config.options}}
         model = create_model(config.name, **self.model_spec["kwargs"])
-        if config.backbone_weights is not None:
-            header = model.load_darknet_weights(config.backbone_weights, cutoff=config.backbone_cutoff)
-            logger.info(
-                "loaded backbone %s (layers 0..%d, seen %d)",
-                config.backbone_weights,
-                config.backbone_cutoff - 1,
-                header.seen,
-            )
+        self.pretrained_report = prepare_initial_weights(model, config)
         model.to(self.device)
         if self.config.train.sync_batchnorm and self.context.is_distributed:
             if self.device.type != "cuda":

@@ -1,0 +1,122 @@
+"""Evaluating a detector on a labelled split of a dataset: what ``python -m yolov3.evaluate --data`` runs.
+
+:func:`evaluate_on_dataset` builds the split's ground truth from the dataset config, detects on it with the
+same loader, thresholds and code as the trainer's validation (:func:`yolov3.train.validate.validate`), and
+returns the same :class:`~yolov3.train.validate.ValidationResult`, so its numbers equal the trainer's for the
+same checkpoint. Given a training config, its ``data`` and ``eval`` sections supply the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from yolov3.config_loading import ConfigError, load_yaml
+from yolov3.data.dataset_config import DatasetConfig, build_dataset, load_dataset_config
+from yolov3.data.loader import build_val_loader
+from yolov3.data.transforms import AugmentConfig
+from yolov3.evaluation.dataset_gt import coco_ground_truth
+from yolov3.evaluation.voc import VocReport, evaluate_voc
+from yolov3.inference.model_loading import LoadedModel
+from yolov3.train.validate import ValidationResult, validate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DatasetEvaluationSettings:
+    """How detections are made for evaluation; ``None`` takes the training config's value (else the default)."""
+
+    split: Literal["train", "val", "test"] = "val"
+    image_size: int | None = None  # default: the training config's data.image_size, else the model's input size
+    conf_threshold: float | None = None  # default 0.001, as for mAP
+    iou_threshold: float | None = None  # default 0.6
+    max_detections: int | None = None  # default 300
+    batch_size: int | None = None  # default 8
+    workers: int = 0
+    device: str = "cpu"
+    num_sample_images: int = 0  # images kept with their detections and truth, for a picture
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A dataset config and, when it came from a training config, that config's settings."""
+
+    dataset: DatasetConfig
+    augment: AugmentConfig | None
+    image_size: int | None
+    batch_size: int | None
+    conf_threshold: float | None
+    iou_threshold: float | None
+    max_detections: int | None
+
+
+def read_data_source(path: str | os.PathLike) -> DataSource:
+    """A dataset YAML, or a training config (``data.dataset`` with its ``data`` and ``eval`` settings)."""
+    path = Path(path)
+    mapping = load_yaml(path)
+    data = mapping.get("data") if isinstance(mapping, dict) else None
+    if isinstance(data, dict) and isinstance(data.get("dataset"), dict):
+        from yolov3.train.config import load_train_config  # a training config: read and check it whole
+
+        config = load_train_config(path)
+        return DataSource(
+            config.data.dataset,
+            config.data.augment,
+            config.data.image_size,
+            config.data.batch_size,
+            config.eval.conf_threshold,
+            config.eval.iou_threshold,
+            config.eval.max_detections,
+        )
+    return DataSource(load_dataset_config(path), None, None, None, None, None, None)
+
+
+@dataclass
+class DatasetEvaluation:
+    """A :class:`ValidationResult` with what produced it, and VOC AP@0.5 (area) beside COCO's numbers."""
+
+    result: ValidationResult
+    voc: VocReport
+    class_names: tuple[str, ...]
+    split: str
+    num_images: int
+    normalization: str
+
+
+def _pick(value: object, fallback: object) -> object:
+    return fallback if value is None else value
+
+
+def evaluate_on_dataset(
+    loaded: LoadedModel, source: DataSource, settings: DatasetEvaluationSettings = DatasetEvaluationSettings()
+) -> DatasetEvaluation:
+    """Detect on ``settings.split`` of ``source`` with ``loaded`` and score it (COCO, per class, VOC)."""
+    dataset = build_dataset(source.dataset, settings.split, for_evaluation=True, progress=False)
+    names = tuple(dataset.class_names)
+    if len(names) != loaded.num_classes:
+        raise ConfigError(
+            f"{loaded.source}: the model has {loaded.num_classes} classes, the dataset's {settings.split} split has "
+            f"{len(names)} {list(names)}"
+        )
+    if loaded.class_names is not None and tuple(loaded.class_names) != names:
+        logger.warning("the model's class names %s differ from the dataset's %s", loaded.class_names, names)
+    augment = source.augment or AugmentConfig()
+    augment = replace(augment, normalization=loaded.normalization)
+    image_size = int(_pick(settings.image_size, _pick(source.image_size, loaded.input_size[0])))
+    batch_size = int(_pick(settings.batch_size, _pick(source.batch_size, 8)))
+    batches = build_val_loader(dataset, augment, batch_size, settings.workers, image_size)
+    ground_truth = coco_ground_truth(dataset)
+    logger.info("evaluating %s on %s (%d images) at %d px", loaded.source, settings.split, len(dataset), image_size)
+    result = validate(
+        loaded.model.to(settings.device), batches, loaded.head_specs, ground_truth,
+        conf_threshold=float(_pick(settings.conf_threshold, _pick(source.conf_threshold, 0.001))),
+        iou_threshold=float(_pick(settings.iou_threshold, _pick(source.iou_threshold, 0.6))),
+        max_detections=int(_pick(settings.max_detections, _pick(source.max_detections, 300))),
+        metric="coco", device=settings.device, num_sample_images=settings.num_sample_images, progress=True,
+    )  # fmt: skip
+    voc = evaluate_voc(ground_truth, result.detections)
+    return DatasetEvaluation(result, voc, names, settings.split, len(dataset), loaded.normalization)
