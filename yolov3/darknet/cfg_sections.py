@@ -182,6 +182,9 @@ class ShortcutSection(Section):
     def __post_init__(self) -> None:
         if isinstance(self.from_layer, int):
             self.from_layer = (self.from_layer,)
+        # parser.c's aliases
+        self.weights_type = {"per_layer": "per_feature"}.get(self.weights_type, self.weights_type)
+        self.weights_normalization = {"avg_relu": "relu"}.get(self.weights_normalization, self.weights_normalization)
 
     def validate(self) -> None:
         if not self.from_layer:
@@ -191,6 +194,11 @@ class ShortcutSection(Section):
         if self.weights_normalization not in ("none", "relu", "softmax"):
             raise self.error(
                 f"weights_normalization={self.weights_normalization!r} is not one of none, relu, softmax"
+            )
+        if self.weights_type != "none" and self.weights_normalization == "none":
+            raise self.error(
+                f"weights_type={self.weights_type} needs weights_normalization=relu or softmax "
+                "(AlexeyAB's parse_shortcut stops with an error otherwise)"
             )
         if self.activation not in ACTIVATIONS:
             raise self.error(f"activation={self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
