@@ -179,6 +179,29 @@ scale_x_y=1.2
 objectness_smooth=1
 """,
     ),
+    "yolo_new_coords": (
+        32,
+        """
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=logistic
+[convolutional]
+filters=14
+size=1
+activation=logistic
+[yolo]
+mask=0,1
+anchors=4,6,10,12
+num=2
+classes=2
+scale_x_y=2.0
+new_coords=1
+""",
+    ),
 }
 
 

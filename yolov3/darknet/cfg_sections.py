@@ -339,6 +339,7 @@ class YoloSection(Section):
     beta_nms: float = 0.6
     max_delta: float = 3.4028235e38
     label_smooth_eps: float = 0.0
+    new_coords: int = 0  # AlexeyAB (scaled-YOLOv4, YOLOv7): the conv is logistic; w = (2 t_w)^2 * anchor
 
     @property
     def anchor_indices(self) -> tuple[int, ...]:

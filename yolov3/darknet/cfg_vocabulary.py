@@ -79,7 +79,6 @@ NOT_IMPLEMENTED: dict[str, dict[str, tuple[str, str]]] = {
         "antialiasing": ("0", "anti-aliased pooling is not implemented"),
     },
     "yolo": {
-        "new_coords": ("0", "YOLOv4-csp/YOLOv7 new_coords decoding is not implemented"),
         "map": ("0", "class maps are not implemented"),
     },
     "Gaussian_yolo": {"map": ("0", "class maps are not implemented")},

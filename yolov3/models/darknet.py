@@ -146,11 +146,11 @@ class Darknet(DarknetIO, nn.Module):
         specs = []
         for node in self.nodes:
             section = node.section
-            if not isinstance(section, YoloSection) or isinstance(section, GaussianYoloSection):
+            if not isinstance(section, YoloSection) or isinstance(section, GaussianYoloSection) or section.new_coords:
                 if isinstance(section, HEAD_SECTIONS):
                     raise section.error(
-                        f"layer {node.index}: only [yolo] heads have a training/decoding spec here; "
-                        f"[{section.KIND}] heads are decoded by yolov3.inference.region_decode"
+                        f"layer {node.index}: only [yolo] heads without new_coords are trained here; [{section.KIND}]"
+                        " heads are decoded by yolov3.inference.region_decode"
                     )
                 continue
             _, grid_height, grid_width = node.output_shape

@@ -152,7 +152,8 @@ class HeadOutput(nn.Identity):
 def darknet_head_activation(section: object, raw: torch.Tensor) -> torch.Tensor:
     """A head's raw (B, A*(K+C), H, W) output activated as Darknet's layer forward leaves it in memory.
 
-    [yolo]: logistic on x, y, objectness, classes; x, y scaled by ``scale_x_y`` about 0.5; layout unchanged.
+    [yolo]: logistic on x, y, objectness, classes (none with ``new_coords=1``); x, y scaled by ``scale_x_y``
+    about 0.5; layout unchanged.
     [Gaussian_yolo]: logistic on x, sigma_x, y, sigma_y, sigma_w, sigma_h, objectness, classes; x, y scaled.
     [region]: transposed to (B, H, W, A*(5+C)); logistic on objectness only (x, y are squashed when boxes
     are read), softmax over classes when ``softmax=1``.
@@ -172,8 +173,9 @@ def darknet_head_activation(section: object, raw: torch.Tensor) -> torch.Tensor:
     out = raw.view(batch, anchors, -1, height, width).clone()
     logistic = (0, 1, 2, 3, 5, 7) if gaussian else (0, 1)
     start = 8 if gaussian else 4
-    out[:, :, list(logistic)] = out[:, :, list(logistic)].sigmoid()
-    out[:, :, start:] = out[:, :, start:].sigmoid()
+    if not getattr(section, "new_coords", 0):  # new_coords: the conv before is already logistic
+        out[:, :, list(logistic)] = out[:, :, list(logistic)].sigmoid()
+        out[:, :, start:] = out[:, :, start:].sigmoid()
     for entry in (0, 2) if gaussian else (0, 1):
         out[:, :, entry] = out[:, :, entry] * section.scale_x_y - 0.5 * (section.scale_x_y - 1)
     return out.view_as(raw)
