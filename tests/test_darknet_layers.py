@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from darknet_harness import DarknetJob, compile_harness, run_darknet
+
 from yolov3.darknet.cfg import ConvolutionalSection, ShortcutSection, parse_cfg_text
 from yolov3.darknet.graph import HEAD_SECTIONS, build_graph
 from yolov3.models.darknet import Darknet
@@ -203,6 +203,49 @@ new_coords=1
 """,
     ),
 }
+
+
+def _conv(filters: int, size: int = 3, stride: int = 1, activation: str = "leaky", bn: int = 1) -> str:
+    return f"[convolutional]\nbatch_normalize={bn}\nfilters={filters}\nsize={size}\nstride={stride}\npad=1\nactivation={activation}\n"
+
+
+def _yolo(mask: str, classes: int = 2) -> str:
+    return (
+        f"[yolo]\nmask={mask}\nanchors=10,14,23,27,37,58,81,82,135,169,344,319\nclasses={classes}\nnum=6\n"
+        "jitter=.3\nscale_x_y=1.05\niou_normalizer=0.07\niou_loss=ciou\nignore_thresh=.7\nnms_kind=greedynms\n"
+        "beta_nms=0.6\nrandom=1\n"
+    )
+
+
+def tiny_prn_structure() -> str:
+    """The layer structure of the fork's yolov3-tiny-prn (partial residuals between unequal channel counts),
+    with 1/16 of its filters."""
+    backbone = "".join(_conv(f) + "[maxpool]\nsize=2\nstride=2\n" for f in (1, 2, 4, 8, 16))
+    backbone += _conv(32) + "[maxpool]\nsize=2\nstride=1\n" + _conv(32) + "[shortcut]\nactivation=leaky\nfrom=-3\n"
+    head = (
+        _conv(16, 1) + _conv(16) + "[shortcut]\nactivation=leaky\nfrom=-2\n" + _conv(21, 1, activation="linear", bn=0)
+    )
+    head += _yolo("3,4,5") + "[route]\nlayers=-4\n" + _conv(8, 1) + "[upsample]\nstride=2\n"
+    head += "[shortcut]\nactivation=leaky\nfrom=8\n" + _conv(8) + "[shortcut]\nactivation=leaky\nfrom=-3\n"
+    head += "[shortcut]\nactivation=leaky\nfrom=8\n" + _conv(21, 1, activation="linear", bn=0) + _yolo("1,2,3")
+    return backbone + head
+
+
+def tiny_v4_structure() -> str:
+    """The layer structure of the fork's yolov4-tiny (CSP route groups), with 1/16 of its filters."""
+    text = _conv(2, stride=2) + _conv(4, stride=2)
+    for filters in (4, 8, 16):
+        text += (
+            _conv(filters) + "[route]\nlayers=-1\ngroups=2\ngroup_id=1\n" + _conv(filters // 2) + _conv(filters // 2)
+        )
+        text += "[route]\nlayers=-1,-2\n" + _conv(filters, 1) + "[route]\nlayers=-6,-1\n[maxpool]\nsize=2\nstride=2\n"
+    text += _conv(32) + _conv(16, 1) + _conv(32) + _conv(21, 1, activation="linear", bn=0) + _yolo("3,4,5")
+    text += "[route]\nlayers=-4\n" + _conv(8, 1) + "[upsample]\nstride=2\n[route]\nlayers=-1,23\n" + _conv(16)
+    return text + _conv(21, 1, activation="linear", bn=0) + _yolo("1,2,3")
+
+
+CFGS["yolov3_tiny_prn_structure"] = (64, tiny_prn_structure())
+CFGS["yolov4_tiny_structure"] = (64, tiny_v4_structure())
 
 
 def write_random_weights(cfg, path: Path, seed: int) -> None:

@@ -13,7 +13,7 @@ from yolov3.darknet.cfg_sections import ACTIVATIONS, MAX_SIZE, Section, YoloSect
 
 
 def _check_activation(section: Section) -> None:
-    activation = getattr(section, "activation")
+    activation = section.activation
     if activation not in ACTIVATIONS:
         raise section.error(f"activation={activation!r} is not one of {', '.join(ACTIVATIONS)}")
 

@@ -151,7 +151,10 @@ class ConvolutionalSection(Section):
     @property
     def strides(self) -> tuple[int, int]:
         """(rows, columns) stride: ``stride_y`` / ``stride_x`` where set, else ``stride``."""
-        return (self.stride_y if self.stride_y > 0 else self.stride, self.stride_x if self.stride_x > 0 else self.stride)
+        return (
+            self.stride_y if self.stride_y > 0 else self.stride,
+            self.stride_x if self.stride_x > 0 else self.stride,
+        )
 
     @property
     def effective_padding(self) -> int:
@@ -192,9 +195,7 @@ class ShortcutSection(Section):
         if self.weights_type not in ("none", "per_feature", "per_channel"):
             raise self.error(f"weights_type={self.weights_type!r} is not one of none, per_feature, per_channel")
         if self.weights_normalization not in ("none", "relu", "softmax"):
-            raise self.error(
-                f"weights_normalization={self.weights_normalization!r} is not one of none, relu, softmax"
-            )
+            raise self.error(f"weights_normalization={self.weights_normalization!r} is not one of none, relu, softmax")
         if self.weights_type != "none" and self.weights_normalization == "none":
             raise self.error(
                 f"weights_type={self.weights_type} needs weights_normalization=relu or softmax "
@@ -305,7 +306,7 @@ class DropoutSection(Section):
 
     KIND = "dropout"
 
-    probability: float = 0.5
+    probability: float = 0.2  # AlexeyAB (pjreddie: 0.5); identity at inference either way
 
     def validate(self) -> None:
         if not 0.0 <= self.probability < 1.0:

@@ -41,14 +41,14 @@ _YOLO_TRAINING = (
 
 TRAINING_ONLY: dict[str, frozenset[str]] = {
     "net": frozenset(_NET_TRAINING.split()),
-    "convolutional": frozenset("assisted_excitation cbn stream wait_stream grad_centr".split()),
-    "route": frozenset("stream wait_stream".split()),
+    "convolutional": frozenset(["assisted_excitation", "cbn", "stream", "wait_stream", "grad_centr"]),
+    "route": frozenset(["stream", "wait_stream"]),
     "yolo": frozenset(_YOLO_TRAINING.split()),
     "Gaussian_yolo": frozenset(_YOLO_TRAINING.split()),
-    "region": frozenset("log sqrt focal_loss resize classfix mask_scale".split()),
-    "softmax": frozenset("noloss".split()),
-    "dropout": frozenset("dropblock dropblock_size_rel dropblock_size_abs".split()),
-    "maxpool": frozenset("maxpool_zero_nonmax".split()),
+    "region": frozenset(["log", "sqrt", "focal_loss", "resize", "classfix", "mask_scale"]),
+    "softmax": frozenset(["noloss"]),
+    "dropout": frozenset(["dropblock", "dropblock_size_rel", "dropblock_size_abs"]),
+    "maxpool": frozenset(["maxpool_zero_nonmax"]),
 }
 
 # key -> (Darknet's default as written in a cfg, why it is not built here)
@@ -126,4 +126,6 @@ def classify_key(kind: str, key: str, value: str) -> str | None:
     default, reason = refused
     if default and value == default:
         return "training"  # Darknet's default spelled out: no effect
-    return f"{key}={value} is read by Darknet but {reason}" + (f" (only {key}={default} is accepted)" if default else "")
+    return f"{key}={value} is read by Darknet but {reason}" + (
+        f" (only {key}={default} is accepted)" if default else ""
+    )

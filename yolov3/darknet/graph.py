@@ -95,7 +95,7 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
             padding = section.effective_padding
             rows, columns = (
                 _conv_output(size, section.size, stride, padding, section.dilation)
-                for size, stride in zip((rows, columns), section.strides)
+                for size, stride in zip((rows, columns), section.strides, strict=True)
             )
             shape = (section.filters, rows, columns)
         elif isinstance(section, ShortcutSection):

@@ -105,6 +105,8 @@ def decode_head_sections(
         if needs_special_decode(section):
             decoded.append(decode_special_head(section, output, input_size))
         else:
-            spec = YoloHeadSpec(section.anchors_px, input_size[0] // output.shape[2], section.classes, section.scale_x_y)
+            spec = YoloHeadSpec(
+                section.anchors_px, input_size[0] // output.shape[2], section.classes, section.scale_x_y
+            )
             decoded.append(decode_head(output, spec, input_size))
     return torch.cat(decoded, dim=1)
