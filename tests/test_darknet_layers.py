@@ -206,7 +206,10 @@ new_coords=1
 
 
 def _conv(filters: int, size: int = 3, stride: int = 1, activation: str = "leaky", bn: int = 1) -> str:
-    return f"[convolutional]\nbatch_normalize={bn}\nfilters={filters}\nsize={size}\nstride={stride}\npad=1\nactivation={activation}\n"
+    return (
+        f"[convolutional]\nbatch_normalize={bn}\nfilters={filters}\nsize={size}\nstride={stride}\npad=1\n"
+        f"activation={activation}\n"
+    )
 
 
 def _yolo(mask: str, classes: int = 2) -> str:
