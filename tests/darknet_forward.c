@@ -3,7 +3,9 @@
  * Reads jobs from stdin, one per line:  CFG WEIGHTS INPUT OUT_PREFIX MODE
  *   INPUT      float32 C*H*W (already preprocessed, the [net] size), or "-" for none (parse + weights only)
  *   OUT_PREFIX each written layer goes to OUT_PREFIX.<layer index>.bin (float32, out_c*out_h*out_w)
- *   MODE       "heads" ([yolo], [region], [Gaussian_yolo] only) or "all" (every layer)
+ *   MODE       "heads" ([yolo], [region], [Gaussian_yolo] only), "all" (every layer), or "boxes" (heads, and
+ *              the detections of get_network_boxes at threshold 0.01, relative to the input, one line each:
+ *              "det X Y W H OBJECTNESS PROB_1 .. PROB_C")
  * Darknet's own weights writer saves the loaded network to OUT_PREFIX.saved.weights, so a caller can check
  * the length Darknet reads. Prints, for each job, "job N" then "layer INDEX TYPE C H W" per written layer
  * and "done N". The network is loaded as `darknet detector test` does: parse with batch 1, load weights,
@@ -57,6 +59,16 @@ int main(void) {
                 snprintf(path, sizeof(path), "%s.%d.bin", prefix, index);
                 write_floats(path, l.output, (size_t)l.outputs);
                 printf("layer %d %d %d %d %d\n", index, (int)l.type, l.out_c, l.out_h, l.out_w);
+            }
+            if (strcmp(mode, "boxes") == 0) {
+                int count = 0;
+                detection *dets = get_network_boxes(&net, net.w, net.h, 0.01f, 0.5f, 0, 1, &count, 0);
+                for (int d = 0; d < count; ++d) {
+                    printf("det %.9g %.9g %.9g %.9g %.9g", dets[d].bbox.x, dets[d].bbox.y, dets[d].bbox.w,
+                           dets[d].bbox.h, dets[d].objectness);
+                    for (int c = 0; c < dets[d].classes; ++c) printf(" %.9g", dets[d].prob[c]);
+                    printf("\n");
+                }
             }
             free(input);
         }

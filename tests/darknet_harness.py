@@ -51,6 +51,7 @@ class DarknetJob:
     weights: Path
     input: np.ndarray | None = None
     all_layers: bool = False
+    boxes: bool = False  # also Darknet's get_network_boxes detections (threshold 0.01)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class DarknetResult:
     outputs: dict[int, np.ndarray] = field(default_factory=dict)
     layer_types: dict[int, int] = field(default_factory=dict)
     saved_weights: bytes = b""
+    detections: list[list[float]] = field(default_factory=list)  # x, y, w, h (relative), objectness, probs
 
 
 def run_darknet(executable: Path, jobs: list[DarknetJob], work: Path, timeout: float = 300) -> list[DarknetResult]:
@@ -70,7 +72,8 @@ def run_darknet(executable: Path, jobs: list[DarknetJob], work: Path, timeout: f
         if job.input is not None:
             input_path = str(work / f"job{number}.input.bin")
             np.ascontiguousarray(job.input, dtype="<f4").tofile(input_path)
-        lines.append(f"{job.cfg} {job.weights} {input_path} {prefix} {'all' if job.all_layers else 'heads'}")
+        mode = "all" if job.all_layers else "boxes" if job.boxes else "heads"
+        lines.append(f"{job.cfg} {job.weights} {input_path} {prefix} {mode}")
         prefixes.append(prefix)
     result = subprocess.run(
         [str(executable)],
@@ -92,6 +95,8 @@ def run_darknet(executable: Path, jobs: list[DarknetJob], work: Path, timeout: f
             data = np.fromfile(f"{prefixes[current]}.{index}.bin", dtype="<f4")
             results[current].outputs[index] = data.reshape(channels, height, width)
             results[current].layer_types[index] = kind
+        elif words[:1] == ["det"] and current >= 0:
+            results[current].detections.append([float(word) for word in words[1:]])
         elif words[:1] == ["done"]:
             number = int(words[1])
             results[number].saved_weights = Path(f"{prefixes[number]}.saved.weights").read_bytes()

@@ -104,3 +104,48 @@ def test_a_cfg_with_region_heads_decodes_but_does_not_train() -> None:
     assert decoded.shape == (1, 2 * 8 * 8, 8)
     with pytest.raises(ValueError, match=r"v2\.cfg:10: \[region\] layer 1: only \[yolo\] heads"):
         model.head_specs  # noqa: B018 - the trainer and the [yolo] decoder start here
+
+
+BOX_CFGS = ("sam_scale_channels_pools_gaussian", "yolo_new_coords", "yolo_strides_and_training_keys")
+
+
+def test_detections_match_darknets_get_network_boxes(alexeyab_darknet, tmp_path) -> None:
+    """Darknet's own boxes (objectness > 0.01, prob = objectness * class score zeroed below 0.01) for
+    [Gaussian_yolo], new_coords [yolo] and plain [yolo] heads equal our decoded rows."""
+    import numpy as np
+    from darknet_harness import DarknetJob, compile_harness, run_darknet
+    from test_darknet_layers import CFGS, NET, write_random_weights
+
+    from yolov3.darknet.graph import HEAD_SECTIONS
+
+    executable = compile_harness(alexeyab_darknet, tmp_path)
+    jobs, prepared = [], []
+    for seed, name in enumerate(BOX_CFGS):
+        size, layers = CFGS[name]
+        cfg_path, weights_path = tmp_path / f"{name}.cfg", tmp_path / f"{name}.weights"
+        cfg_path.write_text(NET.format(size=size) + layers)
+        cfg = parse_cfg_text(cfg_path.read_text(), source=str(cfg_path))
+        write_random_weights(cfg, weights_path, seed)
+        image = np.random.default_rng(seed).random((3, size, size), dtype=np.float32)
+        jobs.append(DarknetJob(cfg_path, weights_path, image, boxes=True))
+        prepared.append((cfg, weights_path, image, size))
+    results = run_darknet(executable, jobs, tmp_path / "out")
+    for (cfg, weights_path, image, size), result in zip(prepared, results, strict=True):
+        model = Darknet(cfg).eval()
+        model.load_darknet_weights(weights_path)
+        with torch.no_grad():
+            outputs = model(torch.from_numpy(image)[None])
+        heads = [section for section in cfg.layers if isinstance(section, HEAD_SECTIONS)]
+        rows = decode_head_sections(heads, outputs, (size, size))[0].double().numpy()
+        rows = rows[rows[:, 4] > 0.01]
+        boxes = rows[:, :4] / size
+        probabilities = rows[:, 4:5] * rows[:, 5:]
+        probabilities[probabilities <= 0.01] = 0
+        reference = np.array(result.detections)
+        assert len(reference) == len(rows) > 0, cfg.source
+        for detection in reference:
+            distance = np.abs(boxes - detection[:4]).sum(1)
+            match = int(distance.argmin())
+            assert distance[match] < 1e-4, cfg.source
+            np.testing.assert_allclose(rows[match, 4], detection[4], rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(probabilities[match], detection[5:], rtol=1e-4, atol=1e-6)
