@@ -125,7 +125,11 @@ def test_parse_errors_name_file_line_and_section(text: str, line: int, fragments
         ("[convolutional]\nfilters=2\n[route]\nlayers=-3\n", 7, "refers to layer -3 (absolute -2)"),
         ("[convolutional]\nfilters=2\n[route]\nlayers=5\n", 7, "refers to layer 5 (absolute 5)"),
         ("[convolutional]\nfilters=2\n[shortcut]\nfrom=1\n", 7, "can only read layers 0..0"),
-        ("[convolutional]\nfilters=2\n[convolutional]\nfilters=4\n[shortcut]\nfrom=-2\n", 9, "shapes must be equal"),
+        (
+            "[convolutional]\nfilters=2\n[convolutional]\nfilters=4\nstride=2\n[shortcut]\nfrom=-2\n",
+            10,
+            "height and width must be equal",
+        ),
         (
             "[convolutional]\nfilters=2\n[convolutional]\nfilters=2\nstride=2\n[route]\nlayers=-1,-2\n",
             10,
@@ -134,7 +138,7 @@ def test_parse_errors_name_file_line_and_section(text: str, line: int, fragments
         (
             "[convolutional]\nfilters=30\n[yolo]\nmask=0,1,2\nanchors=1,1,2,2,3,3\nnum=3\nclasses=80\n",
             7,
-            "needs 3*(80+5)=255 filters in the layer before [yolo], but layer 0 has 30",
+            "needs 3*85=255 filters in the layer before [yolo], but layer 0 has 30",
         ),
     ],
 )

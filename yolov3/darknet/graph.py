@@ -13,13 +13,28 @@ from yolov3.darknet.cfg import (
     AvgpoolSection,
     ConvolutionalSection,
     DarknetCfg,
+    GaussianYoloSection,
+    LocalAvgpoolSection,
     MaxpoolSection,
+    RegionSection,
+    ReorgSection,
     RouteSection,
+    SamSection,
+    ScaleChannelsSection,
     Section,
     ShortcutSection,
     UpsampleSection,
     YoloSection,
 )
+
+MAX_CONV_WEIGHTS = 1 << 28  # 1 GiB of float32 in one layer: more is a typo, not a network
+
+HEAD_SECTIONS = (YoloSection, RegionSection)  # GaussianYoloSection is a YoloSection
+
+
+def head_box_outputs(section: Section) -> int:
+    """Numbers per anchor before the class scores: 4 box + 1 objectness ([Gaussian_yolo]: 8 box + 1)."""
+    return (GaussianYoloSection.BOX_OUTPUTS if isinstance(section, GaussianYoloSection) else 4) + 1
 
 
 @dataclass(frozen=True)
@@ -71,19 +86,62 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
         if isinstance(section, ConvolutionalSection):
             if channels % section.groups:
                 raise section.error(f"input channels {channels} are not divisible by groups={section.groups}")
+            weights = section.filters * (channels // section.groups) * section.size**2
+            if weights > MAX_CONV_WEIGHTS:
+                raise section.error(
+                    f"filters={section.filters} x {channels // section.groups} input channels x size={section.size}^2"
+                    f" = {weights:,} weights; allowed: at most {MAX_CONV_WEIGHTS:,} per layer"
+                )
             padding = section.effective_padding
             rows, columns = (
-                _conv_output(size, section.size, section.stride, padding, section.dilation) for size in (rows, columns)
+                _conv_output(size, section.size, stride, padding, section.dilation)
+                for size, stride in zip((rows, columns), section.strides, strict=True)
             )
             shape = (section.filters, rows, columns)
         elif isinstance(section, ShortcutSection):
+            # Darknet adds each `from` layer over the flat (C*H*W) indices both have: with equal H, W and
+            # fewer or more channels, the overlapping channels. Sizes must agree for that to mean anything.
+            sources = (index - 1, *(_resolve(section, index, reference, "from") for reference in section.from_layer))
+            for source in sources[1:]:
+                if nodes[source].output_shape[1:] != shape[1:]:
+                    raise section.error(
+                        f"adds layer {source} of shape {nodes[source].output_shape} to layer {index - 1} of shape "
+                        f"{shape}; their height and width must be equal"
+                    )
+        elif isinstance(section, (SamSection, ScaleChannelsSection)):
             source = _resolve(section, index, section.from_layer, "from")
-            if nodes[source].output_shape != shape:
-                raise section.error(
-                    f"adds layer {source} of shape {nodes[source].output_shape} to layer {index - 1} of shape "
-                    f"{shape}; shapes must be equal"
-                )
             sources = (index - 1, source)
+            other = nodes[source].output_shape
+            if isinstance(section, SamSection):
+                valid = other == shape
+            elif section.scale_wh:
+                valid = channels == 1 and other[1:] == shape[1:]
+            else:
+                valid = (rows, columns) == (1, 1) and other[0] == channels
+            if not valid:
+                raise section.error(
+                    f"cannot combine layer {index - 1} of shape {shape} with layer {source} of shape {other}"
+                )
+            shape = other
+        elif isinstance(section, ReorgSection):
+            stride = section.stride
+            if section.reverse:
+                if channels % (stride * stride):
+                    raise section.error(f"{channels} channels are not divisible by stride*stride={stride * stride}")
+                shape = (channels // (stride * stride), rows * stride, columns * stride)
+            else:
+                if rows % stride or columns % stride:
+                    raise section.error(f"a {rows}x{columns} input is not divisible by stride={stride}")
+                if type(section) is ReorgSection and channels % (stride * stride):
+                    raise section.error(
+                        f"Darknet's old [reorg] layout needs channels divisible by stride*stride={stride * stride}, "
+                        f"got {channels}"
+                    )
+                shape = (channels * stride * stride, rows // stride, columns // stride)
+        elif isinstance(section, LocalAvgpoolSection):
+            rows = (rows + section.padding - section.size) // section.stride_y + 1
+            columns = (columns + section.padding - section.size) // section.stride_x + 1
+            shape = (channels, rows, columns)
         elif isinstance(section, RouteSection):
             sources = tuple(_resolve(section, index, reference, "layers") for reference in section.layers)
             shapes = [nodes[source].output_shape for source in sources]
@@ -100,13 +158,14 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
             shape = (channels, rows, columns)
         elif isinstance(section, AvgpoolSection):
             shape = (channels, 1, 1)
-        elif isinstance(section, YoloSection):
-            expected = len(section.anchor_indices) * (section.classes + 5)
-            if channels != expected:
+        elif isinstance(section, HEAD_SECTIONS):
+            anchors = section.num if isinstance(section, RegionSection) else len(section.anchor_indices)
+            per_anchor = section.classes + head_box_outputs(section)
+            if channels != anchors * per_anchor:
                 raise section.error(
-                    f"classes={section.classes} with {len(section.anchor_indices)} anchors needs "
-                    f"{len(section.anchor_indices)}*({section.classes}+5)={expected} filters in the layer before "
-                    f"[yolo], but layer {index - 1} has {channels}"
+                    f"classes={section.classes} with {anchors} anchors needs {anchors}*{per_anchor}="
+                    f"{anchors * per_anchor} filters in the layer before [{section.KIND}], but layer {index - 1} "
+                    f"has {channels}"
                 )
         if min(shape) < 1:
             raise section.error(f"output shape {shape} is empty for a {width}x{height} input")

@@ -13,18 +13,36 @@ from yolov3.darknet.cfg import (
     CostSection,
     DarknetCfg,
     DropoutSection,
+    EmptySection,
+    GaussianYoloSection,
+    LocalAvgpoolSection,
     MaxpoolSection,
     NetSection,
+    RegionSection,
+    Reorg3dSection,
+    ReorgSection,
     RouteSection,
+    SamSection,
+    ScaleChannelsSection,
     ShortcutSection,
     SoftmaxSection,
     UpsampleSection,
     YoloSection,
     parse_cfg,
 )
-from yolov3.darknet.graph import LayerNode, build_graph
+from yolov3.darknet.graph import HEAD_SECTIONS, LayerNode, build_graph
+from yolov3.darknet.weights_file import ConvParameters
 from yolov3.models.darknet_io import DarknetIO, DarknetLayers
-from yolov3.models.layers import ConvBNAct, DarknetMaxPool, GlobalAvgPool, Upsample, make_activation
+from yolov3.models.darknet_layers import (
+    HeadOutput,
+    LocalAvgPool,
+    Reorg,
+    Sam,
+    ScaleChannels,
+    Shortcut,
+    reorg_gather_index,
+)
+from yolov3.models.layers import ConvBNAct, DarknetMaxPool, GlobalAvgPool, Upsample
 from yolov3.models.yolo_head import YoloHeadSpec
 
 
@@ -41,16 +59,18 @@ class Route(nn.Module):
         return inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
 
 
-class Shortcut(nn.Module):
-    """Residual addition of layer ``source`` to the previous output, then an activation."""
+class ShortcutParameters:
+    """The ``.weights`` tensor of a weighted [shortcut] (``(n + 1) * [C]`` floats), as ConvParameters has."""
 
-    def __init__(self, source: int, activation: str = "linear") -> None:
-        super().__init__()
-        self.source = source
-        self.act = make_activation(activation)
+    def __init__(self, layer_index: int, weight: torch.Tensor) -> None:
+        self.layer_index, self.weight = layer_index, weight
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.act(x + residual)
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.weight]
+
+    @property
+    def num_floats(self) -> int:
+        return self.weight.numel()
 
 
 class YoloOutput(nn.Identity):
@@ -66,9 +86,25 @@ class YoloOutput(nn.Identity):
 def _build_layer(node: LayerNode) -> nn.Module:
     section = node.section
     if isinstance(section, ConvolutionalSection):
-        return ConvBNAct.from_section(section, node.in_channels)
+        block = ConvBNAct.from_section(section, node.in_channels)
+        block.conv.stride = section.strides  # stride_y / stride_x (AlexeyAB)
+        return block
     if isinstance(section, ShortcutSection):
-        return Shortcut(node.sources[1], section.activation)
+        return Shortcut(node.sources, section, node.in_channels)
+    if isinstance(section, SamSection):
+        return Sam(node.sources, section.activation)
+    if isinstance(section, ScaleChannelsSection):
+        return ScaleChannels(node.sources, section.activation)
+    if isinstance(section, (ReorgSection, Reorg3dSection)):
+        channels, height, width = node.output_shape if isinstance(section, Reorg3dSection) else node.input_shape
+        index = reorg_gather_index(channels, height, width, section.stride, forward=bool(section.reverse))
+        return Reorg(index, node.output_shape)
+    if isinstance(section, LocalAvgpoolSection):
+        return LocalAvgPool(section.size, section.stride_y, section.stride_x, section.padding)
+    if isinstance(section, (RegionSection, GaussianYoloSection)):
+        return HeadOutput(section)
+    if isinstance(section, EmptySection):
+        return nn.Identity()
     if isinstance(section, RouteSection):
         return Route(node.sources, section.groups, section.group_id)
     if isinstance(section, UpsampleSection):
@@ -101,7 +137,7 @@ class Darknet(DarknetIO, nn.Module):
         self.layers = nn.ModuleList(_build_layer(node) for node in self.nodes)
         # Outputs read later by a route or shortcut; all others are dropped as soon as they are used.
         self._kept = frozenset(source for node in self.nodes for source in node.sources if source != node.index - 1)
-        self.is_detector = any(isinstance(section, YoloSection) for section in self.cfg.layers)
+        self.is_detector = any(isinstance(section, HEAD_SECTIONS) for section in self.cfg.layers)
 
     @property
     def head_specs(self) -> list[YoloHeadSpec]:
@@ -110,7 +146,12 @@ class Darknet(DarknetIO, nn.Module):
         specs = []
         for node in self.nodes:
             section = node.section
-            if not isinstance(section, YoloSection):
+            if not isinstance(section, YoloSection) or isinstance(section, GaussianYoloSection) or section.new_coords:
+                if isinstance(section, HEAD_SECTIONS):
+                    raise section.error(
+                        f"layer {node.index}: only [yolo] heads without new_coords are trained here; [{section.KIND}]"
+                        " heads are decoded by yolov3.inference.region_decode"
+                    )
                 continue
             _, grid_height, grid_width = node.output_shape
             stride = net_height // grid_height
@@ -124,23 +165,36 @@ class Darknet(DarknetIO, nn.Module):
 
     @property
     def yolo_sections(self) -> list[YoloSection]:
-        return [section for section in self.cfg.layers if isinstance(section, YoloSection)]
+        return [
+            section
+            for section in self.cfg.layers
+            if isinstance(section, YoloSection) and not isinstance(section, GaussianYoloSection)
+        ]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outputs: dict[int, torch.Tensor] = {}
         heads: list[torch.Tensor] = []
         for index, layer in enumerate(self.layers):
-            if isinstance(layer, Route):
-                x = layer(*(outputs[source] if source != index - 1 else x for source in layer.sources))
-            elif isinstance(layer, Shortcut):
-                x = layer(x, outputs[layer.source] if layer.source != index - 1 else x)
+            sources = getattr(layer, "sources", None)
+            if sources is not None:
+                x = layer(*(outputs[source] if source != index - 1 else x for source in sources))
             else:
                 x = layer(x)
-            if isinstance(layer, YoloOutput):
+            if isinstance(layer, (YoloOutput, HeadOutput)):
                 heads.append(x)
             if index in self._kept:
                 outputs[index] = x
         return heads if self.is_detector else [x.flatten(1)]  # (B, C, 1, 1) -> (B, C)
+
+    def darknet_conv_parameters(self) -> list[ConvParameters]:
+        """Every layer with ``.weights`` tensors in file order: convolutions and weighted shortcuts."""
+        parameters: list = []
+        for index, module in enumerate(self.layers):
+            if isinstance(module, ConvBNAct):
+                parameters.append(ConvParameters(index, module.conv, module.bn))
+            elif isinstance(module, Shortcut) and module.weight is not None:
+                parameters.append(ShortcutParameters(index, module.weight))
+        return parameters
 
     def describe_darknet(self, layers: DarknetLayers) -> None:
         for section, module in zip(self.cfg.layers, self.layers, strict=True):

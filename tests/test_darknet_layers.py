@@ -1,0 +1,331 @@
+"""Every layer type against AlexeyAB's Darknet itself: small cfgs of our own with random weights, the forward
+of every layer within 1e-4 relative, and ``.weights`` byte for byte what Darknet's own writer saves."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from darknet_harness import DarknetJob, compile_harness, run_darknet
+
+from yolov3.darknet.cfg import ConvolutionalSection, ShortcutSection, parse_cfg_text
+from yolov3.darknet.graph import HEAD_SECTIONS, build_graph
+from yolov3.models.darknet import Darknet
+from yolov3.models.darknet_layers import darknet_head_activation
+
+NET = "[net]\nwidth={size}\nheight={size}\nchannels=3\n"
+
+CFGS = {
+    "shortcut_multi_from_unequal_channels_weighted": (
+        32,
+        """
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+[convolutional]
+filters=6
+size=1
+activation=mish
+[convolutional]
+filters=8
+size=3
+pad=1
+activation=swish
+[shortcut]
+from=-2,-3
+weights_type=per_channel
+weights_normalization=softmax
+activation=linear
+[convolutional]
+filters=4
+size=1
+activation=logistic
+[shortcut]
+from=-2, -4
+weights_type=per_feature
+weights_normalization=relu
+[shortcut]
+from=-5
+weights_type=per_channel
+weights_normalization=relu
+[shortcut]
+from=-2
+activation=leaky
+""",
+    ),
+    "route_groups_reorg_region": (
+        32,
+        """
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+pad=1
+activation=leaky
+[maxpool]
+size=2
+stride=2
+[route]
+layers=-1
+groups=2
+group_id=1
+[reorg]
+stride=2
+[route]
+layers=-3
+[reorg3d]
+stride=2
+[route]
+layers=-1,-3
+[reorg3d]
+stride=2
+reverse=1
+[reorg]
+stride=2
+[convolutional]
+filters=14
+size=1
+activation=linear
+[region]
+anchors=1.0,1.5,2.0,0.5
+classes=2
+num=2
+softmax=1
+bias_match=1
+""",
+    ),
+    "sam_scale_channels_pools_gaussian": (
+        32,
+        """
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=mish
+[local_avgpool]
+size=3
+stride=1
+[avgpool]
+[convolutional]
+filters=8
+size=1
+activation=logistic
+[scale_channels]
+from=-3
+[convolutional]
+filters=1
+size=3
+pad=1
+activation=logistic
+[scale_channels]
+from=-2
+scale_wh=1
+[convolutional]
+filters=8
+size=1
+activation=logistic
+[sam]
+from=-2
+[dropout]
+probability=0.3
+[local_avgpool]
+size=2
+stride=2
+[empty]
+[convolutional]
+filters=22
+size=1
+activation=linear
+[Gaussian_yolo]
+mask=0,1
+anchors=4,6,10,12,20,24
+num=3
+classes=2
+scale_x_y=1.05
+""",
+    ),
+    "yolo_strides_and_training_keys": (
+        32,
+        """
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+stride_x=2
+stride_y=2
+pad=1
+activation=leaky
+stopbackward=1
+[convolutional]
+filters=21
+size=1
+activation=linear
+[yolo]
+mask=0,1,2
+anchors=4,6,10,12,20,24
+num=3
+classes=2
+scale_x_y=1.2
+objectness_smooth=1
+""",
+    ),
+    "yolo_new_coords": (
+        32,
+        """
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=logistic
+[convolutional]
+filters=14
+size=1
+activation=logistic
+[yolo]
+mask=0,1
+anchors=4,6,10,12
+num=2
+classes=2
+scale_x_y=2.0
+new_coords=1
+""",
+    ),
+}
+
+
+def _conv(filters: int, size: int = 3, stride: int = 1, activation: str = "leaky", bn: int = 1) -> str:
+    return (
+        f"[convolutional]\nbatch_normalize={bn}\nfilters={filters}\nsize={size}\nstride={stride}\npad=1\n"
+        f"activation={activation}\n"
+    )
+
+
+def _yolo(mask: str, classes: int = 2) -> str:
+    return (
+        f"[yolo]\nmask={mask}\nanchors=10,14,23,27,37,58,81,82,135,169,344,319\nclasses={classes}\nnum=6\n"
+        "jitter=.3\nscale_x_y=1.05\niou_normalizer=0.07\niou_loss=ciou\nignore_thresh=.7\nnms_kind=greedynms\n"
+        "beta_nms=0.6\nrandom=1\n"
+    )
+
+
+def tiny_prn_structure() -> str:
+    """The layer structure of the fork's yolov3-tiny-prn (partial residuals between unequal channel counts),
+    with 1/16 of its filters."""
+    backbone = "".join(_conv(f) + "[maxpool]\nsize=2\nstride=2\n" for f in (1, 2, 4, 8, 16))
+    backbone += _conv(32) + "[maxpool]\nsize=2\nstride=1\n" + _conv(32) + "[shortcut]\nactivation=leaky\nfrom=-3\n"
+    head = (
+        _conv(16, 1) + _conv(16) + "[shortcut]\nactivation=leaky\nfrom=-2\n" + _conv(21, 1, activation="linear", bn=0)
+    )
+    head += _yolo("3,4,5") + "[route]\nlayers=-4\n" + _conv(8, 1) + "[upsample]\nstride=2\n"
+    head += "[shortcut]\nactivation=leaky\nfrom=8\n" + _conv(8) + "[shortcut]\nactivation=leaky\nfrom=-3\n"
+    head += "[shortcut]\nactivation=leaky\nfrom=8\n" + _conv(21, 1, activation="linear", bn=0) + _yolo("1,2,3")
+    return backbone + head
+
+
+def tiny_v4_structure() -> str:
+    """The layer structure of the fork's yolov4-tiny (CSP route groups), with 1/16 of its filters."""
+    text = _conv(2, stride=2) + _conv(4, stride=2)
+    for filters in (4, 8, 16):
+        text += (
+            _conv(filters) + "[route]\nlayers=-1\ngroups=2\ngroup_id=1\n" + _conv(filters // 2) + _conv(filters // 2)
+        )
+        text += "[route]\nlayers=-1,-2\n" + _conv(filters, 1) + "[route]\nlayers=-6,-1\n[maxpool]\nsize=2\nstride=2\n"
+    text += _conv(32) + _conv(16, 1) + _conv(32) + _conv(21, 1, activation="linear", bn=0) + _yolo("3,4,5")
+    text += "[route]\nlayers=-4\n" + _conv(8, 1) + "[upsample]\nstride=2\n[route]\nlayers=-1,23\n" + _conv(16)
+    return text + _conv(21, 1, activation="linear", bn=0) + _yolo("1,2,3")
+
+
+CFGS["yolov3_tiny_prn_structure"] = (64, tiny_prn_structure())
+CFGS["yolov4_tiny_structure"] = (64, tiny_v4_structure())
+
+
+def write_random_weights(cfg, path: Path, seed: int) -> None:
+    """Random .weights for every conv and weighted shortcut of ``cfg`` (layout from Darknet's parser.c)."""
+    rng = np.random.default_rng(seed)
+    chunks = [struct.pack("<3iq", 0, 2, 5, 0)]
+    for node in build_graph(cfg):
+        section = node.section
+        if isinstance(section, ConvolutionalSection):
+            filters, fan_in = section.filters, node.in_channels // section.groups * section.size**2
+            parts = [rng.normal(0.0, 0.1, filters)]
+            if section.batch_normalize:
+                parts += [rng.uniform(0.4, 0.9, filters), rng.normal(0, 0.1, filters), rng.uniform(0.5, 1.5, filters)]
+            parts.append(rng.normal(0.0, fan_in**-0.5, filters * fan_in))
+        elif isinstance(section, ShortcutSection) and section.weights_type != "none":
+            per_input = node.in_channels if section.weights_type == "per_channel" else 1
+            parts = [rng.normal(0.5, 0.5, (len(section.from_layer) + 1) * per_input)]
+        else:
+            continue
+        chunks.append(np.concatenate(parts).astype("<f4").tobytes())
+    path.write_bytes(b"".join(chunks))
+
+
+def our_layer_outputs(model: Darknet, x: torch.Tensor) -> dict[int, np.ndarray]:
+    outputs: dict[int, np.ndarray] = {}
+    hooks = [
+        layer.register_forward_hook(lambda _m, _i, out, index=index: outputs.__setitem__(index, out[0].numpy()))
+        for index, layer in enumerate(model.layers)
+    ]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def darknet_runs(alexeyab_darknet: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """All cfgs through one Darknet harness process: name -> (cfg, weights path, input, Darknet result)."""
+    work = tmp_path_factory.mktemp("darknet_layers")
+    executable = compile_harness(alexeyab_darknet, work)
+    prepared, jobs = {}, []
+    for seed, (name, (size, layers)) in enumerate(CFGS.items()):
+        text = NET.format(size=size) + layers
+        cfg_path, weights_path = work / f"{name}.cfg", work / f"{name}.weights"
+        cfg_path.write_text(text)
+        cfg = parse_cfg_text(text, source=str(cfg_path))
+        write_random_weights(cfg, weights_path, seed)
+        image = np.random.default_rng(100 + seed).random((3, size, size), dtype=np.float32)
+        prepared[name] = (cfg, weights_path, image)
+        jobs.append(DarknetJob(cfg_path, weights_path, image, all_layers=True))
+    results = run_darknet(executable, jobs, work / "out")
+    return {name: (*prepared[name], result) for name, result in zip(prepared, results, strict=True)}
+
+
+@pytest.mark.parametrize("name", list(CFGS))
+def test_every_layer_matches_darknet(darknet_runs: dict, name: str) -> None:
+    cfg, weights_path, image, result = darknet_runs[name]
+    model = Darknet(cfg).eval()
+    model.load_darknet_weights(weights_path)  # must fit exactly
+    ours = our_layer_outputs(model, torch.from_numpy(image)[None])
+    assert sorted(result.outputs) == list(range(len(cfg.layers)))
+    for index, section in enumerate(cfg.layers):
+        reference = result.outputs[index].ravel()
+        mine = ours[index]
+        if isinstance(section, HEAD_SECTIONS):
+            mine = darknet_head_activation(section, torch.from_numpy(mine)[None])[0].numpy()
+        mine = mine.ravel()
+        assert mine.shape == reference.shape, f"layer {index} [{section.KIND}]"
+        error = np.abs(mine - reference).max() / max(np.abs(reference).max(), 1e-12)
+        assert error < 1e-4, f"layer {index} [{section.KIND}]: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("name", list(CFGS))
+def test_weights_layout_is_what_darknet_reads(darknet_runs: dict, name: str) -> None:
+    """Darknet loads our file and saves it back: the same floats, and the same length (header aside)."""
+    _, weights_path, _, result = darknet_runs[name]
+    ours = weights_path.read_bytes()
+    assert len(result.saved_weights) == len(ours)
+    assert result.saved_weights[20:] == ours[20:]

@@ -1,0 +1,176 @@
+"""Sections of AlexeyAB's Darknet fork beyond pjreddie's YOLOv3 set (YOLOv2, YOLOv4, CSP, Gaussian YOLOv3).
+
+Defaults are those of the fork's ``src/parser.c``. [reorg] is the fork's ``reorg_old`` layer (pjreddie's
+[reorg]) and [reorg3d] its newer ``reorg`` layer; both are Darknet's ``reorg_cpu`` permutation, over the
+input dimensions for [reorg] and over the output dimensions for [reorg3d].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from yolov3.darknet.cfg_sections import ACTIVATIONS, MAX_SIZE, Section, YoloSection, check_range
+
+
+def _check_activation(section: Section) -> None:
+    activation = section.activation
+    if activation not in ACTIVATIONS:
+        raise section.error(f"activation={activation!r} is not one of {', '.join(ACTIVATIONS)}")
+
+
+@dataclass(kw_only=True)
+class RegionSection(Section):
+    """``[region]``: the YOLOv2 head; ``anchors`` are (w, h) pairs in grid cells, not pixels."""
+
+    KIND = "region"
+    ALWAYS_WRITTEN = ("anchors", "classes", "num", "coords")
+
+    anchors: tuple[float, ...] = ()
+    classes: int = 20
+    coords: int = 4
+    num: int = 1
+    softmax: int = 0
+    bias_match: int = 0
+    max_boxes: int = field(default=30, metadata={"key": "max"})
+    jitter: float = 0.2
+    rescore: int = 0
+    thresh: float = 0.5
+    absolute: int = 0
+    random: float = 0.0
+    coord_scale: float = 1.0
+    object_scale: float = 1.0
+    noobject_scale: float = 1.0
+    class_scale: float = 1.0
+
+    def validate(self) -> None:
+        check_range(self, "classes", 1, MAX_SIZE)
+        check_range(self, "num", 1, 4096)
+        if self.coords != 4:
+            raise self.error(f"coords={self.coords} is not supported; allowed: 4 (x, y, w, h)")
+        if self.anchors and len(self.anchors) != 2 * self.num:
+            raise self.error(f"anchors has {len(self.anchors)} numbers but num={self.num} needs {2 * self.num}")
+
+    @property
+    def anchors_cells(self) -> tuple[tuple[float, float], ...]:
+        """(width, height) per anchor in grid cells; Darknet's default bias is 0.5 where none is given."""
+        if not self.anchors:
+            return tuple((0.5, 0.5) for _ in range(self.num))
+        return tuple((self.anchors[2 * i], self.anchors[2 * i + 1]) for i in range(self.num))
+
+
+@dataclass(kw_only=True)
+class GaussianYoloSection(YoloSection):
+    """``[Gaussian_yolo]``: a [yolo] head whose boxes carry a variance: 4 box + 4 sigma + 1 obj + classes."""
+
+    KIND = "Gaussian_yolo"
+    BOX_OUTPUTS = 8  # x, y, w, h and the uncertainty of each
+
+    uc_normalizer: float = 1.0
+    yolo_point: str = "center"
+    iou_thresh_kind: str = "iou"
+    delta_normalizer: float = 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.yolo_point not in ("center", "left_top", "right_bottom"):
+            raise self.error(f"yolo_point={self.yolo_point!r} is not one of center, left_top, right_bottom")
+
+
+@dataclass(kw_only=True)
+class ReorgSection(Section):
+    """``[reorg]``: space-to-depth by ``stride`` (``reverse=1``: depth-to-space), Darknet's old layout."""
+
+    KIND = "reorg"
+    ALWAYS_WRITTEN = ("stride",)
+
+    stride: int = 1
+    reverse: int = 0
+
+    def validate(self) -> None:
+        check_range(self, "stride", 1, 1024)
+
+
+@dataclass(kw_only=True)
+class Reorg3dSection(ReorgSection):
+    """``[reorg3d]``: the fork's newer space-to-depth (the same permutation over the output dimensions)."""
+
+    KIND = "reorg3d"
+
+
+@dataclass(kw_only=True)
+class SamSection(Section):
+    """``[sam]``: the previous layer times layer ``from``, element by element, then an activation."""
+
+    KIND = "sam"
+    ALWAYS_WRITTEN = ("from_layer",)
+
+    from_layer: int = field(metadata={"key": "from"})
+    activation: str = "linear"
+
+    def validate(self) -> None:
+        _check_activation(self)
+
+
+@dataclass(kw_only=True)
+class ScaleChannelsSection(Section):
+    """``[scale_channels]``: layer ``from`` times the previous layer's per-channel values (1x1), or with
+    ``scale_wh=1`` times its single-channel map, then an activation."""
+
+    KIND = "scale_channels"
+    ALWAYS_WRITTEN = ("from_layer",)
+
+    from_layer: int = field(metadata={"key": "from"})
+    scale_wh: int = 0
+    activation: str = "linear"
+
+    def validate(self) -> None:
+        _check_activation(self)
+
+
+@dataclass(kw_only=True)
+class LocalAvgpoolSection(Section):
+    """``[local_avgpool]``: average pooling with Darknet's padding (as [maxpool]); padded cells do not count."""
+
+    KIND = "local_avgpool"
+    ALIASES = ("local_avg",)
+    ALWAYS_WRITTEN = ("size", "stride")
+
+    stride: int = 1
+    stride_x: int | None = None
+    stride_y: int | None = None
+    size: int | None = None
+    padding: int | None = None
+
+    def __post_init__(self) -> None:
+        self.stride_x = self.stride if self.stride_x is None else self.stride_x
+        self.stride_y = self.stride if self.stride_y is None else self.stride_y
+        self.size = self.stride if self.size is None else self.size
+        self.padding = self.size - 1 if self.padding is None else self.padding
+
+    def implicit_default(self, name: str) -> object:
+        size = self.size or self.stride
+        return {"stride_x": self.stride, "stride_y": self.stride, "size": self.stride, "padding": size - 1}.get(name)
+
+    def validate(self) -> None:
+        for name, low, high in (("size", 1, 1024), ("stride_x", 1, 1024), ("stride_y", 1, 1024), ("padding", 0, 1024)):
+            check_range(self, name, low, high)
+
+
+@dataclass(kw_only=True)
+class EmptySection(Section):
+    """``[empty]`` / ``[silence]``: passes its input through."""
+
+    KIND = "empty"
+    ALIASES = ("silence",)
+
+
+FORK_SECTION_TYPES: tuple[type[Section], ...] = (
+    RegionSection,
+    GaussianYoloSection,
+    ReorgSection,
+    Reorg3dSection,
+    SamSection,
+    ScaleChannelsSection,
+    LocalAvgpoolSection,
+    EmptySection,
+)

@@ -1,0 +1,112 @@
+"""Decoding the heads :mod:`yolov3.inference.decode` does not: [region] (YOLOv2), [Gaussian_yolo] and
+[yolo] with ``new_coords=1`` (scaled-YOLOv4, YOLOv7), into the same (B, N, 5+C) rows, so that the same
+postprocessing and NMS work on every head type.
+
+Columns: cx, cy, w, h in network-input pixels, objectness, and C class scores; a detection's score is
+objectness times a class score, as for [yolo]. Per head (t = raw outputs, (col, row) the cell, (W, H) the grid):
+
+- [region] (pjreddie's ``get_region_box``): cx = (col + sigmoid(tx)) / W, w = exp(tw) * anchor_w / W (anchors
+  in grid cells), objectness sigmoid(to), classes softmax (``softmax=1``) or logistic (pjreddie; the fork
+  leaves them raw). The fork's CPU ``get_region_detections`` reads the buffer its forward has transposed
+  with the untransposed index, so its own CPU detections are not a reference; its forward output is.
+- [Gaussian_yolo] (``get_gaussian_yolo_box``): x, y, sigma_x..sigma_h logistic, w = exp(tw) * anchor_w (pixels),
+  ``yolo_point`` shifts the centre; class scores are sigmoid(tc) * (1 - mean of the 4 sigmas).
+- [yolo] ``new_coords=1``: the conv before is logistic already; cx = (col + t_x * s - (s - 1) / 2) / W,
+  w = 4 * t_w^2 * anchor_w; objectness and classes as given.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from yolov3.darknet.cfg import GaussianYoloSection, RegionSection, Section, YoloSection
+from yolov3.inference.decode import decode_head
+from yolov3.models.yolo_head import YoloHeadSpec
+
+
+def _grid(height: int, width: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = torch.arange(height, device=like.device, dtype=like.dtype)
+    columns = torch.arange(width, device=like.device, dtype=like.dtype)
+    return torch.meshgrid(rows, columns, indexing="ij")  # (H, W) each
+
+
+def decode_special_head(section: Section, output: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
+    """One [region] / [Gaussian_yolo] / new_coords [yolo] output (B, A*(K+C), H, W) -> (B, A*H*W, 5+C)."""
+    input_height, input_width = input_size
+    batch, channels, grid_height, grid_width = output.shape
+    classes = section.classes
+    if isinstance(section, RegionSection):
+        anchors, per_anchor = section.num, 5 + classes
+        anchor_wh = torch.tensor(section.anchors_cells, dtype=output.dtype, device=output.device)
+        anchor_wh = anchor_wh / torch.tensor([grid_width, grid_height], dtype=output.dtype, device=output.device)
+    elif isinstance(section, YoloSection):
+        anchors = len(section.anchor_indices)
+        per_anchor = classes + (9 if isinstance(section, GaussianYoloSection) else 5)
+        anchor_wh = torch.tensor(section.anchors_px, dtype=output.dtype, device=output.device)
+        anchor_wh = anchor_wh / torch.tensor([input_width, input_height], dtype=output.dtype, device=output.device)
+    else:
+        raise TypeError(f"{section.where()} is not a detection head")
+    if channels != anchors * per_anchor:
+        raise ValueError(f"{section.where()} expects {anchors}*{per_anchor} channels, got {channels}")
+    # (B, A*(K+C), H, W) -> (B, A, H, W, K+C)
+    t = output.reshape(batch, anchors, per_anchor, grid_height, grid_width).permute(0, 1, 3, 4, 2)
+    grid_rows, grid_columns = _grid(grid_height, grid_width, output)
+    anchor_wh = anchor_wh.reshape(1, anchors, 1, 1, 2)  # (A, 2) -> (1, A, 1, 1, 2), fraction of the input
+    if isinstance(section, RegionSection):
+        offset_x, offset_y = t[..., 0].sigmoid(), t[..., 1].sigmoid()
+        size_wh = t[..., 2:4].exp() * anchor_wh
+        objectness = t[..., 4].sigmoid()
+        scores = t[..., 5:].softmax(-1) if section.softmax else t[..., 5:].sigmoid()
+    elif isinstance(section, GaussianYoloSection):
+        scale = section.scale_x_y
+        offset_x = t[..., 0].sigmoid() * scale - 0.5 * (scale - 1)
+        offset_y = t[..., 2].sigmoid() * scale - 0.5 * (scale - 1)
+        size_wh = torch.stack((t[..., 4], t[..., 6]), -1).exp() * anchor_wh
+        uncertainty = t[..., [1, 3, 5, 7]].sigmoid().mean(-1, keepdim=True)  # (B, A, H, W, 1)
+        objectness = t[..., 8].sigmoid()
+        scores = t[..., 9:].sigmoid() * (1.0 - uncertainty)
+    else:
+        if not section.new_coords:
+            raise ValueError(f"{section.where()} is a plain [yolo] head: decode it with yolov3.inference.decode")
+        scale = section.scale_x_y
+        offset_x = t[..., 0] * scale - 0.5 * (scale - 1)
+        offset_y = t[..., 1] * scale - 0.5 * (scale - 1)
+        size_wh = 4.0 * t[..., 2:4] ** 2 * anchor_wh
+        objectness, scores = t[..., 4], t[..., 5:]
+    centers_x = (grid_columns + offset_x) / grid_width  # (B, A, H, W), fraction of the input
+    centers_y = (grid_rows + offset_y) / grid_height
+    if isinstance(section, GaussianYoloSection) and section.yolo_point != "center":
+        sign = 1.0 if section.yolo_point == "left_top" else -1.0
+        centers_x = centers_x + sign * size_wh[..., 0] / 2
+        centers_y = centers_y + sign * size_wh[..., 1] / 2
+    pixels = torch.tensor([input_width, input_height], dtype=output.dtype, device=output.device)
+    boxes = torch.cat((torch.stack((centers_x, centers_y), -1) * pixels, size_wh * pixels), -1)  # (B, A, H, W, 4)
+    decoded = torch.cat((boxes, objectness.unsqueeze(-1), scores), -1)  # (B, A, H, W, 5+C)
+    # (B, A, H, W, 5+C) -> (B, A*H*W, 5+C)
+    return decoded.reshape(batch, anchors * grid_height * grid_width, 5 + classes)
+
+
+def needs_special_decode(section: Section) -> bool:
+    """True for the heads this module decodes (everything but a plain [yolo])."""
+    if isinstance(section, (RegionSection, GaussianYoloSection)):
+        return True
+    return isinstance(section, YoloSection) and bool(section.new_coords)
+
+
+def decode_head_sections(
+    sections: list[Section], outputs: list[torch.Tensor], input_size: tuple[int, int]
+) -> torch.Tensor:
+    """Every head of a cfg-built model (sections in cfg order, paired with its outputs) -> (B, N, 5+C);
+    plain [yolo] heads go through :func:`yolov3.inference.decode.decode_head`."""
+    if len(sections) != len(outputs):
+        raise ValueError(f"{len(outputs)} head outputs but {len(sections)} head sections")
+    decoded = []
+    for section, output in zip(sections, outputs, strict=True):
+        if needs_special_decode(section):
+            decoded.append(decode_special_head(section, output, input_size))
+        else:
+            spec = YoloHeadSpec(
+                section.anchors_px, input_size[0] // output.shape[2], section.classes, section.scale_x_y
+            )
+            decoded.append(decode_head(output, spec, input_size))
+    return torch.cat(decoded, dim=1)
