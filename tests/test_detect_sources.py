@@ -75,6 +75,9 @@ def test_a_video_is_written_back_annotated_with_a_label_file_per_frame(test_weig
     assert len(frames) == 5 and frames[0].shape == (48, 64, 3)
     line_counts = [len((out / "labels" / f"clip_{index}.txt").read_text().splitlines()) for index in range(5)]
     assert sum(line_counts) > 0  # a low --conf on random weights finds boxes: the frames went through the model
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    assert detect_main([*arguments, "--source", str(tmp_path / "broken.mp4"), str(tmp_path / "still.png")]) == 0
+    assert "1 skipped as unreadable" in capsys.readouterr().out
 
 
 def test_darknet_weights_default_to_darknets_letterbox_and_output(test_weights: Path, tmp_path: Path) -> None:

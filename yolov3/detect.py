@@ -329,7 +329,12 @@ def run_detection(args: argparse.Namespace, predictor: Predictor, paths: list[Pa
                 done += 1
             bar.update(len(chunk))
         for index in videos:
-            frames, found = detect_video(args, predictor, paths[index], names[index], bar)
+            try:
+                frames, found = detect_video(args, predictor, paths[index], names[index], bar)
+            except OSError as error:
+                logger.warning("skipping unreadable video %s", error)
+                skipped += 1
+                continue
             done, detections_count = done + frames, detections_count + found
     (out / "detections.json").write_text(json.dumps(results), encoding="utf-8")
     return done, detections_count, skipped
