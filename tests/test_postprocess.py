@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from yolov3.inference.postprocess import postprocess
+from yolov3.inference.postprocess import darknet_postprocess, postprocess
 
 
 def rows(*boxes: tuple[tuple[float, float, float, float], float, list[float]]) -> torch.Tensor:
@@ -105,3 +105,61 @@ def test_bad_arguments_are_errors() -> None:
         postprocess(torch.zeros(10, 85))
     with pytest.raises(ValueError, match="iou_threshold"):
         postprocess(torch.zeros(1, 10, 85), iou_threshold=1.5)
+
+
+def darknet_reference(decoded: torch.Tensor, thresh: float, nms: float) -> list[tuple[int, float, tuple]]:
+    """get_yolo_detections + do_nms_sort (src/yolo_layer.c, src/box.c) transliterated loop by loop."""
+    dets = []
+    for row in decoded[0].tolist():
+        objectness = row[4]
+        if objectness <= thresh:
+            continue
+        probs = [objectness * p if objectness * p > thresh else 0.0 for p in row[5:]]
+        dets.append({"box": row[:4], "prob": probs})
+
+    def box_iou(a: list[float], b: list[float]) -> float:
+        width = min(a[0] + a[2] / 2, b[0] + b[2] / 2) - max(a[0] - a[2] / 2, b[0] - b[2] / 2)
+        height = min(a[1] + a[3] / 2, b[1] + b[3] / 2) - max(a[1] - a[3] / 2, b[1] - b[3] / 2)
+        intersection = 0.0 if width < 0 or height < 0 else width * height
+        return intersection / (a[2] * a[3] + b[2] * b[3] - intersection)
+
+    for k in range(decoded.shape[-1] - 5):
+        dets.sort(key=lambda det: -det["prob"][k])
+        for i, first in enumerate(dets):
+            if first["prob"][k] == 0:
+                continue
+            for second in dets[i + 1 :]:
+                if box_iou(first["box"], second["box"]) > nms:
+                    second["prob"][k] = 0.0
+    return [(k, p, tuple(det["box"])) for det in dets for k, p in enumerate(det["prob"]) if p > thresh]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_darknet_output_equals_a_transliteration_of_do_nms_sort(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    count, classes = 300, 4
+    centers = torch.rand(count, 2, generator=generator) * 100  # crowded: many overlaps
+    sizes = 5 + torch.rand(count, 2, generator=generator) * 40
+    probabilities = torch.rand(count, 1 + classes, generator=generator) ** 0.5
+    decoded = torch.cat((centers, sizes, probabilities), dim=1)[None]  # (1, N, 5+C)
+    (result,) = darknet_postprocess(decoded, conf_threshold=0.25, iou_threshold=0.45)
+    reference = darknet_reference(decoded, 0.25, 0.45)
+    assert len(reference) > 20 and len({label for label, _, _ in reference}) == classes
+    ours = sorted(zip(result["labels"].tolist(), result["scores"].tolist(), result["boxes"].tolist(), strict=True))
+    expected = sorted(
+        (label, score, [x - w / 2, y - h / 2, x + w / 2, y + h / 2]) for label, score, (x, y, w, h) in reference
+    )
+    assert [label for label, _, _ in ours] == [label for label, _, _ in expected]
+    assert [score for _, score, _ in ours] == pytest.approx([score for _, score, _ in expected], abs=1e-6)
+    assert [box for _, _, box in ours] == [pytest.approx(box, abs=1e-4) for _, _, box in expected]
+    assert result["scores"].tolist() == sorted(result["scores"].tolist(), reverse=True)
+
+
+def test_darknet_output_reports_every_class_of_a_box_over_the_threshold() -> None:
+    # dog.jpg's car 52% / truck 56% case: one box, two classes over 0.25; the 0.2 class is zeroed.
+    decoded = rows(((10, 10, 50, 50), 0.8, [0.65, 0.7, 0.25]), ((11, 10, 51, 50), 0.7, [0.6, 0.1, 0.1]))
+    (result,) = darknet_postprocess(decoded)
+    assert result["labels"].tolist() == [1, 0]  # class 0 of the second box is suppressed by the first's
+    torch.testing.assert_close(result["scores"], torch.tensor([0.56, 0.52]))
+    (empty,) = darknet_postprocess(rows(((0, 0, 1, 1), 0.25, [1.0])))  # objectness must be > thresh
+    assert empty["boxes"].shape == (0, 4) and empty["labels"].dtype == torch.int64

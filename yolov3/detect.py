@@ -5,17 +5,24 @@ Examples::
     python -m yolov3.detect --cfg yolov3-tiny.cfg --weights yolov3-tiny.weights --names coco.names --source img/
     python -m yolov3.detect --model yolov3 --weights yolov3.weights --source "data/*.jpg" --coco91 --conf 0.001
     python -m yolov3.detect --weights runs/train/best.pt --source img/    # a checkpoint names model and classes
+    python -m yolov3.detect --weights best.pt --source a.jpg b.jpg clip.mp4 --output darknet
+
+``--source`` takes several image files, folders, globs and video files (.mp4, .avi, .mov, .mkv). Darknet
+``.weights`` get Darknet's own preprocessing (``letterbox_image``) and output (every class over ``--conf`` per
+box, NMS per class) by default, so the detections are ``darknet detector test``'s; ``--letterbox ours`` /
+``--output standard`` switch back, ``--resize stretch`` stretches (AlexeyAB's default), and checkpoints keep
+the preprocessing they were trained with.
 
 Writes into ``--out``: every image with its boxes drawn (same file name), ``labels/<stem>.txt`` with one
 ``class cx cy w h`` line per detection, normalized to 0..1 by the image size (``--save-conf`` appends the
-score): pseudo-labels for further training; and ``detections.json`` in COCO's results format.
+score): pseudo-labels for further training; and ``detections.json`` in COCO's results format (images only).
+A video is written back annotated (same name) with ``labels/<stem>_<frame>.txt`` per frame (frames from 0).
 Unreadable images are skipped with a warning and counted in the summary line.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import logging
 import sys
@@ -30,11 +37,21 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from yolov3.darknet.cfg import CfgError
 from yolov3.darknet.weights_file import WeightsFileError
-from yolov3.data.image_io import IMAGE_SUFFIXES, ImageReadError, list_images, read_image_rgb
+from yolov3.data.image_io import ImageReadError, read_image_rgb
 from yolov3.inference.draw import draw_detections
-from yolov3.inference.model_loading import load_inference_model
+from yolov3.inference.model_loading import is_checkpoint_file, load_inference_model
+from yolov3.inference.postprocess import OUTPUT_MODES
 from yolov3.inference.predictor import Predictor
-from yolov3.inference.preprocess import Preprocessing
+from yolov3.inference.preprocess import RESAMPLINGS, Preprocessing
+from yolov3.inference.sources import (
+    VideoWriter,
+    count_frames,
+    is_video,
+    read_video_frames,
+    resolve_sources,
+    video_frame_rate,
+)
+from yolov3.inference.stb_decoder import StbDecoder
 from yolov3.models import list_models
 
 logger = logging.getLogger(__name__)
@@ -56,25 +73,6 @@ COCO80_TO_COCO91 = (
 
 class DetectError(ValueError):
     """Bad command-line input: a missing source, an empty directory, a names file that does not fit."""
-
-
-def resolve_sources(source: str) -> list[Path]:
-    """The images named by ``source``: one file, a directory's images (sorted), or a glob's images (sorted)."""
-    path = Path(source)
-    if path.is_dir():
-        images = list_images(path)
-        if not images:
-            raise DetectError(f"{path}: directory has no images (looked for {', '.join(IMAGE_SUFFIXES)})")
-        return images
-    if path.is_file():
-        return [path]
-    if glob.has_magic(source):
-        matches = sorted(Path(name) for name in glob.glob(source, recursive=True))
-        images = [match for match in matches if match.suffix.lower() in IMAGE_SUFFIXES and match.is_file()]
-        if not images:
-            raise DetectError(f"{source}: pattern matched no images (looked for {', '.join(IMAGE_SUFFIXES)})")
-        return images
-    raise DetectError(f"{path}: no such file or directory")
 
 
 def read_class_names(path: str | Path, num_classes: int) -> list[str]:
@@ -162,13 +160,37 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a checkpoint (.pt: names its model, classes and input size) or Darknet .weights",
     )
     parser.add_argument("--num-classes", type=int, help="classes of --model (default: the model's own)")
-    parser.add_argument("--source", required=True, help="an image, a directory of images, or a glob pattern")
+    parser.add_argument(
+        "--source", required=True, nargs="+", help="images, directories, glob patterns and videos (.mp4 .avi .mov .mkv)"
+    )
     parser.add_argument("--out", default="runs/detect", help="output directory (default: runs/detect)")
     parser.add_argument("--conf", type=float, default=0.25, help="score threshold on objectness * class probability")
     parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
     parser.add_argument("--img-size", type=int, nargs="+", help="input size: one number, or height width")
     parser.add_argument("--names", help="class names file, one per line (default: the checkpoint's)")
-    parser.add_argument("--no-letterbox", action="store_true", help="stretch images instead of letterboxing")
+    resize_group = parser.add_mutually_exclusive_group()
+    resize_group.add_argument(
+        "--letterbox",
+        choices=("ours", "darknet"),
+        help="letterbox with OpenCV's resize (ours) or Darknet's own letterbox_image (default: the model's)",
+    )
+    resize_group.add_argument(
+        "--resize", choices=("letterbox", "stretch"), help="keep the aspect ratio or stretch (default: the model's)"
+    )
+    resize_group.add_argument("--no-letterbox", action="store_true", help="stretch images: --resize stretch")
+    parser.add_argument(
+        "--resampling", choices=RESAMPLINGS, help="resize kernel: OpenCV's or Darknet's (default: the model's)"
+    )
+    parser.add_argument(
+        "--output",
+        choices=OUTPUT_MODES,
+        help="standard (best class, --max-det) or darknet (every class over --conf, NMS per class); "
+        "default: darknet for Darknet .weights, standard for checkpoints",
+    )
+    parser.add_argument(
+        "--stb-library",
+        help="decode images with stb_image from this shared library (e.g. Darknet's libdarknet.so), as Darknet does",
+    )
     parser.add_argument("--multi-label", action="store_true", help="one detection per class that passes --conf")
     parser.add_argument("--agnostic-nms", action="store_true", help="NMS across classes")
     parser.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
@@ -181,7 +203,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--img-size takes one number or height width, got {len(args.img_size)} numbers")
     if args.num_classes is not None and args.cfg:
         parser.error("--num-classes goes with --model; a cfg sets its own classes")
+    if args.letterbox and args.resampling:
+        parser.error("--letterbox ours|darknet sets the resampling; use --resize letterbox --resampling instead")
     return args
+
+
+def choose_preprocessing(args: argparse.Namespace, default: Preprocessing) -> Preprocessing:
+    """The model's preprocessing with the arguments' geometry and resampling put over it."""
+    letterbox, resampling = default.letterbox, default.resampling
+    if args.letterbox:
+        letterbox, resampling = True, {"ours": "opencv", "darknet": "darknet"}[args.letterbox]
+    if args.resize:
+        letterbox = args.resize == "letterbox"
+    if args.no_letterbox:
+        letterbox = False
+    if args.resampling:
+        resampling = args.resampling
+    return Preprocessing(letterbox=letterbox, fill=default.fill, resampling=resampling)
 
 
 def build_predictor(args: argparse.Namespace) -> Predictor:
@@ -192,9 +230,11 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
         raise DetectError(f"--device {device}: CUDA is not available on this machine")
     size = args.img_size
     input_size = loaded.input_size if size is None else (size[0], size[-1])
-    preprocessing = loaded.preprocessing
-    if args.no_letterbox:
-        preprocessing = Preprocessing(letterbox=False, fill=preprocessing.fill)
+    darknet_weights = not is_checkpoint_file(Path(args.weights))
+    default = Preprocessing.from_mode("darknet", loaded.preprocessing.fill) if darknet_weights else loaded.preprocessing
+    preprocessing = choose_preprocessing(args, default)
+    output = args.output or ("darknet" if darknet_weights else "standard")
+    logger.info("preprocessing: %s (%s resampling); output: %s", preprocessing.mode, preprocessing.resampling, output)
     predictor = Predictor(
         loaded.model,
         loaded.head_specs,
@@ -208,6 +248,7 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
         device=device,
         batch_size=args.batch_size,
         class_names=loaded.class_names,
+        output=output,
     )
     if args.names:
         predictor.class_names = read_class_names(args.names, predictor.num_classes)
@@ -216,33 +257,85 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
     return predictor
 
 
+def write_labels(path: Path, detections: dict[str, torch.Tensor], image_size: tuple[int, int], save_conf: bool) -> int:
+    """Write one YOLO label file; returns its number of detections."""
+    lines = yolo_label_lines(detections, image_size, save_conf)
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return len(lines)
+
+
+def detect_video(args: argparse.Namespace, predictor: Predictor, path: Path, name: str, bar: tqdm) -> tuple[int, int]:
+    """Detect on every frame of a video: write it back annotated and a label file per frame; (frames, detections)."""
+    out = Path(args.out)
+    writer = VideoWriter(out / name, video_frame_rate(path))
+    frames = detections_count = 0
+    stem = Path(name).stem
+
+    def flush(batch: list[np.ndarray]) -> None:
+        nonlocal frames, detections_count
+        for image, detections in zip(batch, predictor.predict(batch), strict=True):
+            writer.write(draw_detections(image, detections, predictor.class_names))
+            label_path = out / "labels" / f"{stem}_{frames}.txt"
+            detections_count += write_labels(label_path, detections, image.shape[:2], args.save_conf)
+            frames += 1
+        bar.update(len(batch))
+
+    try:
+        batch: list[np.ndarray] = []
+        for frame in read_video_frames(path):
+            batch.append(frame)
+            if len(batch) == predictor.batch_size:
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
+    finally:
+        writer.close()
+    if frames == 0:
+        logger.warning("%s: the video has no readable frame", path)
+    return frames, detections_count
+
+
 def run_detection(args: argparse.Namespace, predictor: Predictor, paths: list[Path]) -> tuple[int, int, int]:
-    """Detect on every image and write the outputs; returns (images done, detections, images skipped)."""
+    """Detect on every image and video frame and write the outputs; returns (images and frames done,
+    detections, images skipped)."""
     out = Path(args.out)
     labels_dir = out / "labels"
     labels_dir.mkdir(parents=True, exist_ok=True)
-    image_ids, names = assign_image_ids(paths), output_names(paths)
+    names = output_names(paths)
+    read_image = StbDecoder(args.stb_library) if args.stb_library else read_image_rgb
+    images = [index for index, path in enumerate(paths) if not is_video(path)]
+    videos = [index for index, path in enumerate(paths) if is_video(path)]
+    image_ids = dict(zip(images, assign_image_ids([paths[index] for index in images]), strict=True))
+    total = len(images) + sum(count_frames(paths[index]) or 0 for index in videos)
     results: list[dict] = []
     done = detections_count = skipped = 0
-    with logging_redirect_tqdm(), tqdm(total=len(paths), unit="image", desc="detect", disable=None) as bar:
-        for start in range(0, len(paths), predictor.batch_size):
+    with logging_redirect_tqdm(), tqdm(total=total, unit="image", desc="detect", disable=None) as bar:
+        for start in range(0, len(images), predictor.batch_size):
+            chunk = images[start : start + predictor.batch_size]
             batch = []
-            for index in range(start, min(start + predictor.batch_size, len(paths))):
+            for index in chunk:
                 try:
-                    batch.append((index, read_image_rgb(paths[index])))
+                    batch.append((index, read_image(paths[index])))
                 except ImageReadError as error:
                     logger.warning("skipping unreadable image %s", error)
                     skipped += 1
             predictions = predictor.predict([image for _, image in batch]) if batch else []
             for (index, image), detections in zip(batch, predictions, strict=True):
                 write_image_rgb(out / names[index], draw_detections(image, detections, predictor.class_names))
-                lines = yolo_label_lines(detections, image.shape[:2], args.save_conf)
                 label_path = labels_dir / (Path(names[index]).stem + ".txt")
-                label_path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+                detections_count += write_labels(label_path, detections, image.shape[:2], args.save_conf)
                 results.extend(coco_results(detections, image_ids[index], args.coco91))
-                detections_count += len(lines)
                 done += 1
-            bar.update(min(predictor.batch_size, len(paths) - start))
+            bar.update(len(chunk))
+        for index in videos:
+            try:
+                frames, found = detect_video(args, predictor, paths[index], names[index], bar)
+            except OSError as error:
+                logger.warning("skipping unreadable video %s", error)
+                skipped += 1
+                continue
+            done, detections_count = done + frames, detections_count + found
     (out / "detections.json").write_text(json.dumps(results), encoding="utf-8")
     return done, detections_count, skipped
 

@@ -6,6 +6,11 @@ as its own detection of the same box (what Darknet does for mAP evaluation); oth
 NMS is class-aware (``batched_nms``) unless ``class_agnostic``. The result is torchvision's detection
 convention: per image a dict with ``boxes`` (K, 4) xyxy, ``scores`` (K,) and ``labels`` (K,) int64, sorted by
 decreasing score.
+
+:func:`darknet_postprocess` is Darknet's own output (``get_yolo_detections`` then ``do_nms_sort``, what
+``darknet detector test`` prints): a box enters when its objectness passes, each class of it whose
+``objectness * probability`` passes is kept (the others are zeroed), and each class is then sorted and
+suppressed on its own, with no cap on the count. For every image it gives the same dict.
 """
 
 from __future__ import annotations
@@ -39,6 +44,39 @@ def select_candidates(
         row_indices = torch.nonzero(scores > conf_threshold, as_tuple=True)[0]  # (K,)
         scores, labels = scores[row_indices], labels[row_indices]
     return rows[row_indices, :4], scores, labels
+
+
+OUTPUT_MODES = ("standard", "darknet")
+
+
+def darknet_postprocess(
+    decoded: torch.Tensor, conf_threshold: float = 0.25, iou_threshold: float = 0.45
+) -> list[dict[str, torch.Tensor]]:
+    """Darknet's detections of decoded rows (B, N, 5+C): every class over the threshold, NMS per class.
+
+    As ``get_yolo_detections``: rows with objectness ``> conf_threshold``, ``prob = objectness * class`` kept
+    where ``> conf_threshold``; as ``do_nms_sort``: per class, by decreasing ``prob``, a box suppresses the
+    later ones of the class whose IoU is ``> iou_threshold``. Boxes (K, 4) xyxy in network-input pixels.
+    """
+    if decoded.dim() != 3 or decoded.shape[-1] < 6:
+        raise ValueError(f"decoded rows must have shape (B, N, 5+C) with C >= 1, got {tuple(decoded.shape)}")
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    results = []
+    for image_rows in decoded:  # (N, 5+C)
+        boxes_cxcywh, scores, labels = select_candidates(image_rows, conf_threshold, multi_label=True)
+        boxes_xyxy = box_convert(boxes_cxcywh, in_fmt="cxcywh", out_fmt="xyxy")  # (K, 4)
+        kept = []
+        for label in torch.unique(labels).tolist():  # one suppression per class, as do_nms_sort's loop over k
+            indices = torch.nonzero(labels == label, as_tuple=True)[0]  # (K_class,)
+            kept.append(indices[nms(boxes_xyxy[indices], scores[indices], iou_threshold)])
+        if not kept:
+            results.append(empty_detections(decoded.device, decoded.dtype))
+            continue
+        keep = torch.cat(kept)  # (K',)
+        keep = keep[torch.argsort(scores[keep], descending=True, stable=True)]
+        results.append({"boxes": boxes_xyxy[keep], "scores": scores[keep], "labels": labels[keep]})
+    return results
 
 
 def postprocess(

@@ -12,7 +12,7 @@ from torch import nn
 
 from yolov3.data.letterbox import Letterbox
 from yolov3.inference.decode import decode_outputs
-from yolov3.inference.postprocess import postprocess
+from yolov3.inference.postprocess import OUTPUT_MODES, darknet_postprocess, postprocess
 from yolov3.inference.preprocess import Preprocessing, preprocess
 from yolov3.models import Darknet
 from yolov3.models.yolo_head import YoloHeadSpec
@@ -54,6 +54,9 @@ class Predictor:
     ``predict(images)`` returns one dict per image with ``boxes`` (K, 4) xyxy in the image's own pixels,
     ``scores`` (K,) and ``labels`` (K,) int64, as CPU tensors. The model is moved to ``device`` and put in
     eval mode; forward passes run under ``torch.inference_mode()``, ``batch_size`` images at a time.
+    ``output="darknet"`` gives Darknet's own detections (:func:`~yolov3.inference.postprocess.darknet_postprocess`:
+    every class over the threshold, NMS per class, no cap) instead of ``multi_label`` / ``class_agnostic`` /
+    ``max_detections``.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class Predictor:
         class_names: Sequence[str] | None = None,
         device: torch.device | str = "cpu",
         batch_size: int = 8,
+        output: str = "standard",
     ) -> None:
         self.head_specs = list(head_specs)
         if not self.head_specs:
@@ -83,6 +87,8 @@ class Predictor:
             raise ValueError(f"{len(class_names)} class names given but the model has {self.num_classes} classes")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if output not in OUTPUT_MODES:
+            raise ValueError(f"output must be one of {OUTPUT_MODES}, got {output!r}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.input_size = (height, width)
@@ -94,6 +100,7 @@ class Predictor:
         self.class_agnostic = class_agnostic
         self.class_names = list(class_names) if class_names is not None else None
         self.batch_size = batch_size
+        self.output = output
 
     @classmethod
     def from_model(cls, model: nn.Module, input_size: tuple[int, int] | None = None, **options: object) -> Predictor:
@@ -123,6 +130,8 @@ class Predictor:
         """A preprocessed (B, 3, height, width) batch -> detections in network-input pixels."""
         with torch.inference_mode():
             decoded = decode_outputs(self.model(batch), self.head_specs, self.input_size)  # (B, N, 5+C)
+            if self.output == "darknet":
+                return darknet_postprocess(decoded, self.conf_threshold, self.iou_threshold)
             return postprocess(
                 decoded,
                 conf_threshold=self.conf_threshold,
