@@ -12,6 +12,9 @@ Every dataset format uses one :class:`BadDataPolicy` for these cases (the ``kind
 - ``box_outside_image``: a box entirely outside its image. ``skip`` drops the box.
 - ``box_clipped``: a box partly outside its image. It is clipped to the image and counted under either
   policy (clipping keeps the object, so it is not an error).
+- ``filename_mismatch``: a VOC ``<filename>`` that disagrees with the annotation's id. The image is found as
+  ``JPEGImages/<id>.jpg`` (the devkit's rule); the stale field is counted and warned once per file under
+  either policy.
 
 With ``raise``, the first problem raises :class:`BadDataError` (``ImageReadError`` for images); messages
 name the file, the line for text labels, what was found and what was expected.
@@ -40,6 +43,7 @@ BAD_DATA_KINDS = (
     "empty_box",
     "box_outside_image",
     "box_clipped",
+    "filename_mismatch",
 )
 JPEG_END_MARKER = b"\xff\xd9"
 PNG_END_CHUNK = b"IEND\xaeB`\x82"
@@ -47,6 +51,7 @@ PNG_END_CHUNK = b"IEND\xaeB`\x82"
 
 # A box coordinate this far outside its image (pixels) is clipped silently.
 CLIP_TOLERANCE_PIXELS = 0.01
+
 
 class BadDataError(ValueError):
     """A label or annotation that cannot be used; ``str()`` names the file (and line) and what was expected."""
