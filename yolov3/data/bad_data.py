@@ -157,7 +157,16 @@ class BadDataPolicy:
 
 
 def _format_box(box: np.ndarray) -> str:
-    return "[" + ", ".join(f"{value:g}" for value in box.tolist()) + "]"
+    """``[x1, y1, x2, y2]`` in plain decimals (never ``1.23457e+06``), at most two decimal places."""
+    return "[" + ", ".join(format_number(value) for value in box.tolist()) + "]"
+
+
+def format_number(value: float) -> str:
+    """``1234567`` -> ``'1,234,567'``, ``12.5`` -> ``'12.5'``: no exponent, whatever the size."""
+    if not np.isfinite(value):
+        return str(value)
+    text = f"{value:,.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def find_truncation(path: str | os.PathLike) -> str | None:
