@@ -1,0 +1,31 @@
+"""Disk full and permission errors during a checkpoint write: the previous file is intact, one line names it."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+import torch
+
+from yolov3.train.checkpoint import load_checkpoint, save_checkpoint
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
+def test_failed_checkpoint_write_keeps_previous(tmp_path: Path, monkeypatch, code: int) -> None:
+    target = tmp_path / "last.pt"
+    save_checkpoint(target, {"epoch": 1, "model_state": {"w": torch.ones(3)}})
+    before = target.read_bytes()
+
+    def failing_save(payload, file):
+        Path(file).write_bytes(b"partial")
+        raise OSError(code, "simulated")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError) as caught:
+        save_checkpoint(target, {"epoch": 2})
+    assert caught.value.errno == code and caught.value.filename == str(target)
+    assert "\n" not in str(caught.value) and str(target) in str(caught.value)
+    monkeypatch.undo()
+    assert target.read_bytes() == before and load_checkpoint(target)["epoch"] == 1
+    assert [path.name for path in tmp_path.iterdir()] == ["last.pt"]  # no temporary left behind
