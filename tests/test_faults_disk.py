@@ -1,4 +1,4 @@
-"""Disk full and permission errors during a checkpoint write: the previous file is intact, one line names it."""
+"""Disk full and permission errors during a checkpoint or .weights write: previous file intact, one line names it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from yolov3.models import create_model
 from yolov3.train.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -29,3 +30,24 @@ def test_failed_checkpoint_write_keeps_previous(tmp_path: Path, monkeypatch, cod
     monkeypatch.undo()
     assert target.read_bytes() == before and load_checkpoint(target)["epoch"] == 1
     assert [path.name for path in tmp_path.iterdir()] == ["last.pt"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
+def test_failed_weights_write_keeps_previous(tmp_path: Path, monkeypatch, code: int) -> None:
+    model = create_model("yolov3_tiny_test", num_classes=2)
+    target = tmp_path / "model.weights"
+    model.save_darknet_weights(target)
+    before = target.read_bytes()
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+
+    def failing_write(self, data):
+        raise OSError(code, "simulated")
+
+    monkeypatch.setattr(Path, "write_bytes", failing_write)
+    with pytest.raises(OSError) as caught:
+        model.save_darknet_weights(target)
+    monkeypatch.undo()
+    assert caught.value.errno == code and caught.value.filename == str(target) and "\n" not in str(caught.value)
+    assert target.read_bytes() == before
+    assert [path.name for path in tmp_path.iterdir()] == ["model.weights"]
