@@ -24,6 +24,7 @@ from yolov3.config_loading import ConfigError, to_dict
 from yolov3.train.checkpoint import CheckpointError, load_checkpoint
 from yolov3.train.config import TrainConfig, load_train_config
 from yolov3.train.distributed import cleanup_distributed, init_distributed
+from yolov3.train.interrupt import InterruptHandler, TrainingInterruptedError
 from yolov3.train.trainer import Trainer, TrainResult
 
 logger = logging.getLogger("yolov3.train")
@@ -115,8 +116,20 @@ def main(argv: list[str] | None = None) -> int:
         if context.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(run_dir / "args.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
-        trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=not args.no_progress, context=context)
-        result = trainer.fit()
+        with InterruptHandler() as interrupt:
+            trainer = Trainer(
+                config,
+                run_dir,
+                resume=bool(args.resume),
+                progress=not args.no_progress,
+                context=context,
+                callbacks=[interrupt],
+            )
+            result = trainer.fit()
+    except TrainingInterruptedError as stop:
+        if context.is_main:
+            report_interrupted(stop, run_dir)
+        return 128 + stop.signal_number
     except (ConfigError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -125,6 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     if context.is_main:
         report(result)
     return 0
+
+
+def report_interrupted(stop: TrainingInterruptedError, run_dir: Path) -> None:
+    """One line: what stopped training, what ``last.pt`` holds, the command that continues."""
+    if (run_dir / "last.pt").is_file():
+        print(f"{stop}: {run_dir / 'last.pt'} holds the last completed epoch; "
+              f"resume with: python -m yolov3.train --resume {run_dir}", file=sys.stderr)  # fmt: skip
+    else:
+        print(f"{stop} before the first epoch completed: nothing to resume", file=sys.stderr)
 
 
 def report(result: TrainResult) -> None:
