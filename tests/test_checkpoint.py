@@ -57,7 +57,7 @@ def test_unsafe_and_foreign_files_are_refused(tmp_path: Path) -> None:
 
     evil = tmp_path / "evil.pt"
     evil.write_bytes(pickle.dumps({"format": "yolov3-checkpoint", "x": Payload()}))
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="not a checkpoint this library wrote"):
         load_checkpoint(evil)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)

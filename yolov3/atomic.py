@@ -24,6 +24,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         with open(temporary, "rb+") as file:
             os.fsync(file.fileno())
         os.replace(temporary, path)
+    except OSError as error:  # disk full, permissions: one line naming the target, the previous file intact
+        Path(temporary).unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

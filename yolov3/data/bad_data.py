@@ -12,6 +12,9 @@ Every dataset format uses one :class:`BadDataPolicy` for these cases (the ``kind
 - ``box_outside_image``: a box entirely outside its image. ``skip`` drops the box.
 - ``box_clipped``: a box partly outside its image. It is clipped to the image and counted under either
   policy (clipping keeps the object, so it is not an error).
+- ``filename_mismatch``: a VOC ``<filename>`` that disagrees with the annotation's id. The image is found as
+  ``JPEGImages/<id>.jpg`` (the devkit's rule); the stale field is counted and warned once per file under
+  either policy.
 
 With ``raise``, the first problem raises :class:`BadDataError` (``ImageReadError`` for images); messages
 name the file, the line for text labels, what was found and what was expected.
@@ -40,6 +43,7 @@ BAD_DATA_KINDS = (
     "empty_box",
     "box_outside_image",
     "box_clipped",
+    "filename_mismatch",
 )
 JPEG_END_MARKER = b"\xff\xd9"
 PNG_END_CHUNK = b"IEND\xaeB`\x82"
@@ -153,7 +157,16 @@ class BadDataPolicy:
 
 
 def _format_box(box: np.ndarray) -> str:
-    return "[" + ", ".join(f"{value:g}" for value in box.tolist()) + "]"
+    """``[x1, y1, x2, y2]`` in plain decimals (never ``1.23457e+06``), at most two decimal places."""
+    return "[" + ", ".join(format_number(value) for value in box.tolist()) + "]"
+
+
+def format_number(value: float) -> str:
+    """``1234567`` -> ``'1,234,567'``, ``12.5`` -> ``'12.5'``: no exponent, whatever the size."""
+    if not np.isfinite(value):
+        return str(value)
+    text = f"{value:,.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def find_truncation(path: str | os.PathLike) -> str | None:

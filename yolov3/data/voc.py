@@ -43,6 +43,7 @@ VOC_CLASSES = (
     "tvmonitor",
 )
 BOX_KEYS = ("xmin", "ymin", "xmax", "ymax")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 
 
 class VocDataset(DetectionDataset):
@@ -85,8 +86,14 @@ class VocDataset(DetectionDataset):
         except ET.ParseError as error:
             bad_data.problem("malformed_label", f"{xml_path}: not valid XML ({error}); image skipped")
             return None
-        filename = root.findtext("filename") or f"{name}.jpg"
-        image_path = year_root / "JPEGImages" / filename
+        image_path = find_voc_image(year_root, name)
+        filename = (root.findtext("filename") or "").strip()
+        if filename and Path(filename).stem != name:
+            bad_data.fixed(
+                "filename_mismatch",
+                f"{xml_path}: <filename> {filename!r} disagrees with the annotation id {name!r}; "
+                f"using {image_path} (JPEGImages/<id>.<suffix>, the VOC devkit's rule)",
+            )
         try:
             size = _size(root) or read_image_size(image_path)
         except ImageReadError as error:
@@ -128,6 +135,21 @@ class VocDataset(DetectionDataset):
             labels=np.array(labels, dtype=np.int64)[keep],
             difficult=np.array(difficult, dtype=bool)[keep],
         )
+
+
+def find_voc_image(year_root: Path, name: str) -> Path:
+    """``JPEGImages/<name>.<suffix>`` for the first of :data:`IMAGE_SUFFIXES` that exists, else the ``.jpg`` path.
+
+    The XML's ``<filename>`` is not used: annotation tools leave it stale after a rename or copy, and the VOC
+    devkit and torchvision's ``VOCDetection`` pair ``Annotations/<id>.xml`` with ``JPEGImages/<id>.jpg``.
+    A missing image is then reported by the image reader as ``unreadable_image`` naming the ``.jpg`` path.
+    """
+    folder = year_root / "JPEGImages"
+    for suffix in IMAGE_SUFFIXES:
+        candidate = folder / f"{name}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return folder / f"{name}.jpg"
 
 
 def _size(root: ET.Element) -> tuple[int, int] | None:

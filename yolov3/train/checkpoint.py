@@ -15,6 +15,7 @@ A checkpoint is a plain dict of tensors and Python primitives, so loading it run
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from yolov3.models import create_model
 
 CHECKPOINT_FORMAT = "yolov3-checkpoint"
 CHECKPOINT_VERSION = 1
+# torch's weights_only unpickler says this when a file holds objects other than tensors and primitives.
+UNSAFE_PICKLE_MARKER = "Weights only load failed"
 
 
 class CheckpointError(ValueError):
@@ -49,8 +52,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from error
+    except pickle.UnpicklingError as error:
+        if UNSAFE_PICKLE_MARKER in str(error):
+            raise CheckpointError(
+                f"{path}: not a checkpoint this library wrote: it holds arbitrary Python objects, "
+                "and was not loaded because unpickling them could run code"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(error)})") from None
+    except Exception as error:  # torch raises several types for corrupt files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(error)})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a {CHECKPOINT_FORMAT} file (no 'format' marker)")
     if checkpoint.get("version", 0) > CHECKPOINT_VERSION:
@@ -118,6 +128,12 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _first_line(error: BaseException) -> str:
+    """``Type: first line`` of an exception, so a torch error stays one line in our message."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _as_tuples(value: Any) -> Any:

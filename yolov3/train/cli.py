@@ -2,7 +2,9 @@
 
 Trains a detector: the resolved config goes to ``logs/<run>/args.yaml`` (``--cfg logs/<run>/args.yaml``
 repeats the run), TensorBoard logs to ``logs/<run>`` (``tensorboard --logdir logs``), and ``best.pt`` /
-``last.pt`` to the same folder. ``--resume logs/<run>`` continues a killed run from its ``last.pt``.
+``last.pt`` to the same folder. ``--resume logs/<run>`` continues a killed run from its ``last.pt``; it
+refuses an ``args.yaml`` (or ``--set``) that changes the model or data the run was trained on, naming the
+key (``--force`` accepts it).
 Under ``torchrun --nproc_per_node N -m yolov3.train ...`` it trains with DistributedDataParallel.
 """
 
@@ -13,17 +15,23 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from yolov3.atomic import write_text_atomic
 from yolov3.config_loading import ConfigError, to_dict
-from yolov3.train.checkpoint import CheckpointError
+from yolov3.train.checkpoint import CheckpointError, load_checkpoint
 from yolov3.train.config import TrainConfig, load_train_config
 from yolov3.train.distributed import cleanup_distributed, init_distributed
+from yolov3.train.interrupt import InterruptHandler, TrainingInterruptedError
 from yolov3.train.trainer import Trainer, TrainResult
 
 logger = logging.getLogger("yolov3.train")
+# A resumed run must keep these sections (they define the model and the data it learns from) ...
+RESUME_LOCKED_SECTIONS = ("model", "data")
+# ... except keys that do not change what is computed.
+RESUME_FREE_KEYS = frozenset({"data.workers"})
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,6 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.epochs=3 (repeatable)")  # fmt: skip
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from last.pt")
+    parser.add_argument("--force", action="store_true",
+                        help="with --resume: accept a changed model or data config")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if not args.cfg and not args.resume:
@@ -44,6 +54,48 @@ def run_directory(config: TrainConfig, cfg_path: Path) -> Path:
     return config.logging.log_dir / name
 
 
+def check_resume_config(checkpoint_path: Path, current: dict[str, Any]) -> None:
+    """Refuse to resume when the config changes the model or the data the run in ``last.pt`` was trained on.
+
+    Raises :class:`ConfigError` naming the first changed key (``--force`` skips this check). Other sections
+    (epochs, logging, evaluation) may change on resume. A missing ``last.pt`` is left to the trainer.
+    """
+    if not checkpoint_path.is_file():
+        return
+    saved = load_checkpoint(checkpoint_path).get("config")
+    if not isinstance(saved, dict):
+        return
+    changed = changed_keys(saved, current, RESUME_LOCKED_SECTIONS)
+    if changed:
+        key, (before, after) = next(iter(changed.items()))
+        others = f" (and {len(changed) - 1:,} more: {', '.join(list(changed)[1:])})" if len(changed) > 1 else ""
+        raise ConfigError(
+            f"{checkpoint_path.parent / 'args.yaml'}: {key} is {after!r} but the run in {checkpoint_path} was "
+            f"trained with {before!r}{others}; the model or data of a run cannot change on resume "
+            "(start a new run, or pass --force to accept)"
+        )
+
+
+def changed_keys(saved: dict[str, Any], current: dict[str, Any], sections: tuple[str, ...]) -> dict[str, tuple]:
+    """``{dotted key: (saved value, current value)}`` for every leaf under ``sections`` that differs."""
+    flat_saved, flat_current = _flatten(saved), _flatten(current)
+    keys = sorted(key for key in flat_saved.keys() | flat_current.keys() if key.split(".")[0] in sections)
+    return {
+        key: (flat_saved.get(key), flat_current.get(key))
+        for key in keys
+        if key not in RESUME_FREE_KEYS and flat_saved.get(key) != flat_current.get(key)
+    }
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.removesuffix("."): list(node) if isinstance(node, tuple) else node}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -51,19 +103,33 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             run_dir = args.resume if args.resume.is_dir() else args.resume.parent
             config = load_train_config(args.cfg or run_dir / "args.yaml", args.overrides)
+            if not args.force:
+                check_resume_config(run_dir / "last.pt", to_dict(config))
         else:
             config = load_train_config(args.cfg, args.overrides)
             run_dir = run_directory(config, args.cfg)
         context = init_distributed(config.device)
-    except (ConfigError, RuntimeError) as error:
+    except (ConfigError, CheckpointError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     try:
         if context.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(run_dir / "args.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
-        trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=not args.no_progress, context=context)
-        result = trainer.fit()
+        with InterruptHandler() as interrupt:
+            trainer = Trainer(
+                config,
+                run_dir,
+                resume=bool(args.resume),
+                progress=not args.no_progress,
+                context=context,
+                callbacks=[interrupt],
+            )
+            result = trainer.fit()
+    except TrainingInterruptedError as stop:
+        if context.is_main:
+            report_interrupted(stop, run_dir)
+        return 128 + stop.signal_number
     except (ConfigError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -72,6 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     if context.is_main:
         report(result)
     return 0
+
+
+def report_interrupted(stop: TrainingInterruptedError, run_dir: Path) -> None:
+    """One line: what stopped training, what ``last.pt`` holds, the command that continues."""
+    if (run_dir / "last.pt").is_file():
+        print(f"{stop}: {run_dir / 'last.pt'} holds the last completed epoch; "
+              f"resume with: python -m yolov3.train --resume {run_dir}", file=sys.stderr)  # fmt: skip
+    else:
+        print(f"{stop} before the first epoch completed: nothing to resume", file=sys.stderr)
 
 
 def report(result: TrainResult) -> None:
