@@ -145,7 +145,14 @@ def initialize_output_convs(
             bias[:, 5:] = _logit(probability)
 
 
+def _key(layer: ConvParameters) -> int:
+    """Identity of a layer's conv (weighted [shortcut] layers, which have none, are never heads)."""
+    return id(getattr(layer, "conv", layer))
+
+
 def _describe(layer: ConvParameters, filters: int | None = None) -> str:
+    if not hasattr(layer, "conv"):
+        return f"{type(layer).__name__} of {layer.num_floats:,} floats"
     conv = layer.conv
     out = conv.out_channels if filters is None else filters
     kernel = "x".join(str(side) for side in conv.kernel_size)
@@ -163,8 +170,8 @@ def load_darknet_pretrained(
     header, floats = read_weights_file(path)
     layers: list[ConvParameters] = model.darknet_conv_parameters()
     head_convs = {id(conv): spec for conv, spec in output_conv_modules(model)}
-    heads = [layer for layer in layers if id(layer.conv) in head_convs]
-    fixed = sum(layer.num_floats for layer in layers if id(layer.conv) not in head_convs)
+    heads = [layer for layer in layers if _key(layer) in head_convs]
+    fixed = sum(layer.num_floats for layer in layers if _key(layer) not in head_convs)
     per_filter = sum(_floats_per_filter(layer) for layer in heads)
     spare = floats.size - fixed
     if (per_filter == 0 and spare != 0) or (per_filter and (spare <= 0 or spare % per_filter)):
@@ -174,13 +181,13 @@ def load_darknet_pretrained(
     fresh: set[int] = set()
     offset = 0
     for layer in layers:
-        spec = head_convs.get(id(layer.conv))
-        if spec is None or file_filters == layer.conv.out_channels:
+        spec = head_convs.get(_key(layer))
+        if spec is None or file_filters == layer.conv.out_channels:  # only convs are heads
             offset = copy_floats(layer, floats, offset)
             report.rows.append(LayerRow(f"layer {layer.layer_index}", "loaded", _describe(layer)))
             continue
         offset += file_filters * _floats_per_filter(layer)
-        fresh.add(id(layer.conv))
+        fresh.add(_key(layer))
         report.rows.append(
             LayerRow(
                 f"layer {layer.layer_index}",
@@ -214,7 +221,7 @@ def _darknet_mismatch(
     if source is not None:
         source_name, source_layers = source
         for ours, theirs in zip(layers, source_layers, strict=False):
-            if id(ours.conv) in head_convs:
+            if _key(ours) in head_convs:
                 continue
             if _describe(ours) != _describe(theirs):
                 return (
@@ -227,7 +234,7 @@ def _darknet_mismatch(
     for layer in layers:
         if offset + layer.num_floats > floats.size:
             return f"{message}; the file ends inside layer {layer.layer_index} ({_describe(layer)})"
-        if layer.bn is not None and id(layer.conv) not in head_convs:
+        if getattr(layer, "bn", None) is not None and _key(layer) not in head_convs:
             count = layer.conv.out_channels
             variance = floats[offset + 3 * count : offset + 4 * count]  # beta, gamma, mean, then variance
             if not np.all(np.isfinite(variance)) or np.any(variance <= 0):
@@ -250,8 +257,8 @@ def _identify_architecture(num_floats: int) -> tuple[str, list[ConvParameters]] 
             heads = {id(conv) for conv, _ in output_conv_modules(candidate)}
         except (NotImplementedError, PretrainedWeightsError, ValueError, TypeError, AttributeError):
             continue
-        fixed = sum(layer.num_floats for layer in layers if id(layer.conv) not in heads)
-        per_filter = sum(_floats_per_filter(layer) for layer in layers if id(layer.conv) in heads)
+        fixed = sum(layer.num_floats for layer in layers if _key(layer) not in heads)
+        per_filter = sum(_floats_per_filter(layer) for layer in layers if _key(layer) in heads)
         spare = num_floats - fixed
         if per_filter and spare > 0 and spare % per_filter == 0:
             return f"{name} ({spare // per_filter} outputs per head)", layers
