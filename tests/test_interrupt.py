@@ -66,6 +66,7 @@ def test_signal_keeps_last_pt_and_says_how_to_resume(tmp_path: Path, number: int
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="races on a busy machine: the signals can land before the handler is installed")
 def test_second_sigint_exits_at_once(tmp_path: Path) -> None:
     process, run = start_training(tmp_path, epochs=50)
     wait_for(run / "args.yaml", process)
