@@ -15,6 +15,7 @@ import yaml
 
 from yolov3 import lr as lr_cli
 from yolov3.config_loading import to_dict
+from yolov3.hardware import resolve_amp
 from yolov3.loss.yolo_loss import LossOutput, YoloLoss
 from yolov3.models import create_model
 from yolov3.train import cli
@@ -110,11 +111,18 @@ class NanOnSecondCall(YoloLoss):
         return loss
 
 
-def test_nan_loss_drops_the_step_and_keeps_weights(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(("amp", "channels_last"), [("none", False), ("bf16", True)])
+def test_nan_loss_drops_the_step_and_keeps_weights(
+    caplog: pytest.LogCaptureFixture, amp: str, channels_last: bool
+) -> None:
     torch.manual_seed(0)
     model = create_model("yolov3_tiny_test", num_classes=3)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, OptimizerConfig(name="sgd", learning_rate=0.05))
-    runner = StepRunner(model, NanOnSecondCall(model.head_specs), optimizer, accumulate=2)
+    runner = StepRunner(
+        model, NanOnSecondCall(model.head_specs), optimizer, accumulate=2, amp=amp, channels_last=channels_last
+    )
     images, targets = random_batch(4, torch.Generator().manual_seed(2))
     runner.micro_step(images[:2], targets[targets[:, 0] < 2])
     before = copy.deepcopy(model.state_dict())  # weights and batch-norm statistics
@@ -132,10 +140,12 @@ def test_nan_loss_drops_the_step_and_keeps_weights(caplog: pytest.LogCaptureFixt
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("amp", "channels_last"), [("none", False), ("bf16", True)])
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amp: str, channels_last: bool
 ) -> None:
-    config = load_train_config(write_config(tmp_path, **{"train.epochs": 3}))
+    overrides = {"train.epochs": 3, "train.amp": amp, "train.channels_last": channels_last}
+    config = load_train_config(write_config(tmp_path, **overrides))
     straight = Trainer(config, tmp_path / "straight", progress=False)
     straight.fit()
 
@@ -175,7 +185,12 @@ def test_cli_trains_saves_args_and_checkpoints(tmp_path: Path, capsys: pytest.Ca
     repeated = load_train_config(run / "args.yaml")  # --cfg logs/<run>/args.yaml repeats the run
     assert to_dict(repeated) == to_dict(load_train_config(path, ["optimizer.name=adam"]))
     assert repeated.optimizer.name == "adam" and repeated.train.accumulate == 2
+    choice = resolve_amp("auto", "cpu")  # args.yaml says what amp: auto chose on this machine, and why
+    assert (run / "args.yaml").read_text().splitlines()[
+        0
+    ] == f"# train.amp: auto -> {choice.mode} on cpu ({choice.reason})"
     checkpoint = load_checkpoint(run / "best.pt")
+    assert checkpoint["amp"] == {"mode": choice.mode, "reason": choice.reason}
     assert checkpoint["class_names"] == ("circle", "square", "triangle")
     assert checkpoint["model"] == {"name": "yolov3_tiny_test", "kwargs": {"num_classes": 3}}
     assert "best mAP@0.5" in capsys.readouterr().out

@@ -180,6 +180,7 @@ def magnitude_prune(
     e.g. the budget of ``yolov3.compression.sensitivity``.
     """
     layers = _select(model, layers)
+    _contiguous_weights(layers)  # torch's pruning flattens with .view(-1): no channels_last
     if isinstance(amount, Mapping):
         if scope != "layer":
             raise ValueError("per-layer amounts need scope='layer'")
@@ -199,6 +200,22 @@ def magnitude_prune(
     refresh_pruned_tensors(model)
 
 
+def _contiguous_weights(layers: Layers) -> None:
+    """Put each conv's weight (and pruning ``weight_orig`` / ``weight_mask``) in the default memory format.
+
+    A model trained in ``channels_last`` keeps its 4-D weights in NHWC order, which ``view(-1)`` inside
+    ``torch.nn.utils.prune`` (``L1Unstructured``, ``global_unstructured``) cannot flatten. The values do not
+    change, nor does any Parameter object (the optimizer's references stay valid); convolutions still run
+    channels_last from their channels_last inputs.
+    """
+    for _, conv in layers:
+        for name in ("weight", "weight_orig", "weight_mask"):
+            tensor = conv._parameters.get(name)
+            tensor = tensor if tensor is not None else conv._buffers.get(name)
+            if tensor is not None and not tensor.is_contiguous():
+                tensor.data = tensor.data.contiguous()
+
+
 def prune_to_sparsity(
     model: nn.Module,
     sparsity: float | Mapping[str, float],
@@ -212,6 +229,7 @@ def prune_to_sparsity(
     at every pruning step, and a resumed run continues where the masks stand.
     """
     layers = _select(model, layers)
+    _contiguous_weights(layers)  # torch's pruning flattens with .view(-1): no channels_last
     if isinstance(sparsity, Mapping) or scope == "layer":
         targets = (
             _per_layer(sparsity, layers)

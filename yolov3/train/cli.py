@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from yolov3.atomic import write_text_atomic
 from yolov3.config_loading import ConfigError, to_dict
+from yolov3.hardware import resolve_amp
 from yolov3.train.checkpoint import CheckpointError, load_checkpoint
 from yolov3.train.config import TrainConfig, load_train_config
 from yolov3.train.distributed import cleanup_distributed, init_distributed
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if context.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(run_dir / "args.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+            write_text_atomic(run_dir / "args.yaml", args_yaml_text(config, context.device))
         with InterruptHandler() as interrupt:
             trainer = Trainer(
                 config,
@@ -138,6 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     if context.is_main:
         report(result)
     return 0
+
+
+def args_yaml_text(config: TrainConfig, device: torch.device) -> str:
+    """The resolved config as YAML, headed by a comment saying what ``auto`` settings chose on this machine."""
+    choice = resolve_amp(config.train.amp, device)
+    header = f"# train.amp: {config.train.amp} -> {choice.mode} on {device.type} ({choice.reason})\n"
+    return header + yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
 def report_interrupted(stop: TrainingInterruptedError, run_dir: Path) -> None:

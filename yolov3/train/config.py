@@ -68,11 +68,19 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """The training loop. ``accumulate`` micro-batches of ``data.batch_size`` make one optimizer step."""
+    """The training loop. ``accumulate`` micro-batches of ``data.batch_size`` make one optimizer step.
+
+    ``amp: auto`` picks the fastest mixed precision the device computes natively (``yolov3.hardware``): bf16
+    autocast on CPUs with AVX512-BF16 or AMX, fp16 with a gradient scaler on CUDA (bf16 where the GPU has
+    it), fp32 (``none``) elsewhere; the loss is always computed in fp32. ``channels_last`` keeps the model and
+    every batch in NHWC memory order, which oneDNN's and cuDNN's convolutions run faster (bench/
+    train_throughput.py: 0.85x of the NCHW bf16 step time for yolov3-tiny on a 2-core AVX512-BF16 CPU).
+    """
 
     epochs: int = 100
     accumulate: int = 1
-    amp: Literal["none", "fp16", "bf16"] = "none"
+    amp: Literal["auto", "none", "fp16", "bf16"] = "auto"
+    channels_last: bool = True
     ema: bool = True
     ema_decay: float = 0.999
     grad_clip_norm: float | None = 10.0

@@ -28,6 +28,7 @@ from yolov3.data.dataset_config import build_dataset
 from yolov3.data.loader import build_train_loader, build_val_loader
 from yolov3.data.transforms import NORMALIZATION_FILL
 from yolov3.evaluation.dataset_gt import coco_ground_truth
+from yolov3.hardware import resolve_amp
 from yolov3.loss.yolo_loss import YoloLoss
 from yolov3.models import create_model
 from yolov3.train.callbacks import TrainerCallback
@@ -141,6 +142,8 @@ class Trainer:
         model = create_model(config.name, **self.model_spec["kwargs"])
         self.pretrained_report = prepare_initial_weights(model, config)
         model.to(self.device)
+        if self.config.train.channels_last:
+            model.to(memory_format=torch.channels_last)  # NHWC weights; batches follow in StepRunner
         if self.config.train.sync_batchnorm and self.context.is_distributed:
             if self.device.type != "cuda":
                 raise ValueError("train.sync_batchnorm needs CUDA devices (SyncBatchNorm has no CPU implementation)")
@@ -162,10 +165,16 @@ class Trainer:
         self.optimizer = build_optimizer(self.raw_model, self.config.optimizer)
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, self.config.schedule)
         self.criterion = YoloLoss(self.head_specs, self.config.loss)
+        self.amp = resolve_amp(loop.amp, self.device)
+        if self.context.is_main:
+            logger.info(
+                "precision: train.amp %s -> %s (%s); channels_last %s",
+                loop.amp, self.amp.mode, self.amp.reason, "on" if loop.channels_last else "off",
+            )  # fmt: skip
         self.runner = StepRunner(
             self.model, self.criterion, self.optimizer, self.scheduler,
-            accumulate=loop.accumulate, amp=loop.amp, grad_clip_norm=loop.grad_clip_norm, ema=self.ema,
-            device=self.device,
+            accumulate=loop.accumulate, amp=self.amp.mode, grad_clip_norm=loop.grad_clip_norm, ema=self.ema,
+            device=self.device, channels_last=loop.channels_last,
         )  # fmt: skip
 
     # -- checkpoints --------------------------------------------------------------------------------------
@@ -183,6 +192,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "runner": self.runner.state_dict(),
+            "amp": {"mode": self.amp.mode, "reason": self.amp.reason},
             "epoch": epoch,
             "best_map50": self.best_map50,
             "history": self.history,
