@@ -41,6 +41,7 @@ from yolov3.data.image_io import ImageReadError, read_image_rgb
 from yolov3.inference.draw import draw_detections
 from yolov3.inference.model_loading import is_checkpoint_file, load_inference_model
 from yolov3.inference.postprocess import OUTPUT_MODES
+from yolov3.inference.precision import PRECISIONS
 from yolov3.inference.predictor import Predictor
 from yolov3.inference.preprocess import RESAMPLINGS, Preprocessing
 from yolov3.inference.sources import (
@@ -198,6 +199,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--coco91", action="store_true", help="COCO's original 91-id category ids in the JSON")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32: exact (default; Darknet's own detections for .weights); bf16 (fast on CPUs with AVX512-BF16 "
+        "or AMX, and recent GPUs) or fp16 (CUDA): autocast, BN fused, channels_last",
+    )
     args = parser.parse_args(argv)
     if args.img_size is not None and len(args.img_size) not in (1, 2):
         parser.error(f"--img-size takes one number or height width, got {len(args.img_size)} numbers")
@@ -249,6 +257,7 @@ def build_predictor(args: argparse.Namespace) -> Predictor:
         batch_size=args.batch_size,
         class_names=loaded.class_names,
         output=output,
+        precision=args.precision,
     )
     if args.names:
         predictor.class_names = read_class_names(args.names, predictor.num_classes)

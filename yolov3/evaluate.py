@@ -25,6 +25,7 @@ from yolov3.evaluation.plots import plot_pr_curves
 from yolov3.evaluation.sweep import DEFAULT_THRESHOLDS, format_markdown_table, sweep_thresholds
 from yolov3.evaluation.voc import evaluate_voc, format_voc_tables
 from yolov3.inference.model_loading import load_inference_model
+from yolov3.inference.precision import PRECISIONS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,6 +44,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-det", type=int, help="detections per image (default: the config's eval, else 300)")
     parser.add_argument("--batch-size", type=int, help="images per forward pass")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="with --weights: fp32 (exact, default), or bf16/fp16 (autocast, stem conv fp32, BN fused, channels_last)",
+    )
     parser.add_argument("--voc", action="store_true", help="also VOC AP@0.5 per class, area (VOC2010+) metric")
     parser.add_argument("--voc07", action="store_true", help="also VOC AP@0.5 per class, 11-point VOC2007 metric")
     parser.add_argument("--sweep", action="store_true", help="table of boxes and mAP per confidence threshold")
@@ -64,6 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error("--weights needs --data (and no --gt/--detections)")
     elif args.gt is None or args.detections is None:
         parser.error("give --gt and --detections, or --weights and --data")
+    elif args.precision != "fp32":
+        parser.error(f"--precision {args.precision} goes with --weights (--gt/--detections run no model)")
     return args
 
 
@@ -72,16 +81,20 @@ def _evaluate_weights(args: argparse.Namespace) -> dict[str, Any]:
     loaded = load_inference_model(args.weights, args.cfg, args.model, args.num_classes)
     settings = DatasetEvaluationSettings(
         split=args.split, image_size=args.img_size, conf_threshold=args.conf, iou_threshold=args.iou,
-        max_detections=args.max_det, batch_size=args.batch_size, device=args.device,
+        max_detections=args.max_det, batch_size=args.batch_size, device=args.device, precision=args.precision,
         num_sample_images=16 if args.plots else 0,
     )  # fmt: skip
     evaluation = evaluate_on_dataset(loaded, read_data_source(args.data), settings)
     report = evaluation.result.coco
-    print(f"{loaded.source} on {args.data} {args.split}: {evaluation.num_images} images, {report.num_detections} boxes")
+    print(
+        f"{loaded.source} on {args.data} {args.split}: {evaluation.num_images} images, {report.num_detections} boxes "
+        f"({evaluation.inference})"
+    )
     print(report.format_table(per_class=True))
     print()
     print(format_voc_tables([evaluation.voc]))
     output: dict[str, Any] = {"weights": str(args.weights), "data": str(args.data), "split": args.split}
+    output["precision"] = args.precision
     output.update(coco=report.to_dict(), voc=evaluation.voc.to_dict(), mAP50=evaluation.result.map50)
     if args.plots:
         plot_pr_curves(report, args.plots / "pr_curves.png")

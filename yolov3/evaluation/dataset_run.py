@@ -21,6 +21,7 @@ from yolov3.data.transforms import AugmentConfig
 from yolov3.evaluation.dataset_gt import coco_ground_truth
 from yolov3.evaluation.voc import VocReport, evaluate_voc
 from yolov3.inference.model_loading import LoadedModel
+from yolov3.inference.precision import check_precision, prepare_for_inference
 from yolov3.train.validate import ValidationResult, validate
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class DatasetEvaluationSettings:
     batch_size: int | None = None  # default 8
     workers: int = 0
     device: str = "cpu"
+    precision: str = "fp32"  # fp32 (exact), bf16 or fp16: see yolov3.inference.precision
     num_sample_images: int = 0  # images kept with their detections and truth, for a picture
 
 
@@ -85,6 +87,7 @@ class DatasetEvaluation:
     split: str
     num_images: int
     normalization: str
+    inference: str = ""  # how the model ran: "precision bf16 (autocast, stem conv fp32), BN fused, channels_last"
 
 
 def _pick(value: object, fallback: object) -> object:
@@ -95,6 +98,7 @@ def evaluate_on_dataset(
     loaded: LoadedModel, source: DataSource, settings: DatasetEvaluationSettings = DatasetEvaluationSettings()
 ) -> DatasetEvaluation:
     """Detect on ``settings.split`` of ``source`` with ``loaded`` and score it (COCO, per class, VOC)."""
+    check_precision(settings.precision)  # before the dataset is built
     dataset = build_dataset(source.dataset, settings.split, for_evaluation=True, progress=False)
     names = tuple(dataset.class_names)
     if len(names) != loaded.num_classes:
@@ -111,12 +115,15 @@ def evaluate_on_dataset(
     batches = build_val_loader(dataset, augment, batch_size, settings.workers, image_size)
     ground_truth = coco_ground_truth(dataset)
     logger.info("evaluating %s on %s (%d images) at %d px", loaded.source, settings.split, len(dataset), image_size)
+    model = prepare_for_inference(loaded.model, settings.precision, settings.device)
     result = validate(
-        loaded.model.to(settings.device), batches, loaded.head_specs, ground_truth,
+        model, batches, loaded.head_specs, ground_truth,
         conf_threshold=float(_pick(settings.conf_threshold, _pick(source.conf_threshold, 0.001))),
         iou_threshold=float(_pick(settings.iou_threshold, _pick(source.iou_threshold, 0.6))),
         max_detections=int(_pick(settings.max_detections, _pick(source.max_detections, 300))),
         metric="coco", device=settings.device, num_sample_images=settings.num_sample_images, progress=True,
     )  # fmt: skip
     voc = evaluate_voc(ground_truth, result.detections)
-    return DatasetEvaluation(result, voc, names, settings.split, len(dataset), loaded.normalization)
+    return DatasetEvaluation(
+        result, voc, names, settings.split, len(dataset), loaded.normalization, model.settings.describe()
+    )

@@ -13,6 +13,7 @@ from torch import nn
 from yolov3.data.letterbox import Letterbox
 from yolov3.inference.decode import decode_outputs
 from yolov3.inference.postprocess import OUTPUT_MODES, darknet_postprocess, postprocess
+from yolov3.inference.precision import prepare_for_inference
 from yolov3.inference.preprocess import Preprocessing, preprocess
 from yolov3.models import Darknet
 from yolov3.models.yolo_head import YoloHeadSpec
@@ -52,8 +53,11 @@ class Predictor:
     """Runs a detector on RGB images: preprocess, forward, decode, threshold + NMS, map boxes back.
 
     ``predict(images)`` returns one dict per image with ``boxes`` (K, 4) xyxy in the image's own pixels,
-    ``scores`` (K,) and ``labels`` (K,) int64, as CPU tensors. The model is moved to ``device`` and put in
-    eval mode; forward passes run under ``torch.inference_mode()``, ``batch_size`` images at a time.
+    ``scores`` (K,) and ``labels`` (K,) int64, as CPU tensors. The model is moved to ``device``, put in
+    eval mode and prepared for ``precision`` (:func:`~yolov3.inference.precision.prepare_for_inference`:
+    ``"fp32"``, the default, is the model's own exact arithmetic; ``"bf16"``/``"fp16"`` fuse BatchNorms and run
+    channels_last under autocast, the stem conv in fp32); forward passes run under ``torch.inference_mode()``,
+    ``batch_size`` images at a time.
     ``output="darknet"`` gives Darknet's own detections (:func:`~yolov3.inference.postprocess.darknet_postprocess`:
     every class over the threshold, NMS per class, no cap) instead of ``multi_label`` / ``class_agnostic`` /
     ``max_detections``.
@@ -74,6 +78,7 @@ class Predictor:
         device: torch.device | str = "cpu",
         batch_size: int = 8,
         output: str = "standard",
+        precision: str = "fp32",
     ) -> None:
         self.head_specs = list(head_specs)
         if not self.head_specs:
@@ -90,7 +95,8 @@ class Predictor:
         if output not in OUTPUT_MODES:
             raise ValueError(f"output must be one of {OUTPUT_MODES}, got {output!r}")
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.model = prepare_for_inference(model, precision, self.device)
+        self.precision = precision
         self.input_size = (height, width)
         self.preprocessing = preprocessing or Preprocessing()
         self.conf_threshold = conf_threshold
