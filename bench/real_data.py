@@ -6,7 +6,9 @@ sequence, in this process, with the same config, seed and ``--set`` overrides:
 - (a) ``model.weights``: the whole COCO detector (yolov3-tiny.weights; the two output convs re-initialised);
 - (b) ``model.backbone_weights`` of the same file with ``model.backbone_cutoff`` 15 (Darknet layers 0-14, what
   ``darknet partial ... 15`` keeps as ``yolov3-tiny.conv.15``), the rest from scratch;
-- (c) from scratch.
+- (c) from scratch;
+- (a32) as (a) in plain fp32 and NCHW memory order (``train.amp=none``, ``train.channels_last=false``), the
+  baseline of ``train.amp: auto`` + ``channels_last`` (issue 12).
 
 Before training and after every ``--test-every`` epochs (and the last) the EMA model is scored on the **test**
 split as ``python -m yolov3.evaluate --weights W --data CFG --split test`` would
@@ -57,7 +59,7 @@ NOTES_MARKER = "<!-- notes: kept when bench/real_data.py --record rewrites this 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
 DEFAULT_WEIGHTS = "~/.cache/yolov3/weights/yolov3-tiny.weights"
-LABELS = {"a": "(a) COCO detector", "b": "(b) COCO backbone", "c": "(c) scratch"}
+LABELS = {"a": "(a) COCO detector", "b": "(b) COCO backbone", "c": "(c) scratch", "a32": "(a) in fp32, NCHW"}
 METRICS = (("map50", "mAP@0.5"), ("map", "mAP@[.5:.95]"))
 
 
@@ -67,6 +69,13 @@ def variant_overrides(variant: str, weights: str, cutoff: int) -> list[str]:
         "a": [f"model.weights={weights}", "model.backbone_weights=null"],
         "b": ["model.weights=null", f"model.backbone_weights={weights}", f"model.backbone_cutoff={cutoff}"],
         "c": ["model.weights=null", "model.backbone_weights=null"],
+        # (a) without mixed precision or channels_last: what train.amp auto + channels_last buy (issue 12)
+        "a32": [
+            f"model.weights={weights}",
+            "model.backbone_weights=null",
+            "train.amp=none",
+            "train.channels_last=false",
+        ],
     }[variant]
 
 
@@ -304,7 +313,7 @@ def new_results(arguments: argparse.Namespace, argv: Sequence[str] | None) -> di
     overrides = list(arguments.overrides) + ([f"train.epochs={arguments.epochs}"] if arguments.epochs else [])
     base = load_train_config(arguments.cfg, overrides)  # checks the config and overrides before any training
     weights = arguments.weights or (str(load_yaml(arguments.cfg).get("model", {}).get("weights") or DEFAULT_WEIGHTS))
-    if {"a", "b"} & set(arguments.variants) and not Path(weights).expanduser().is_file():
+    if {"a", "a32", "b"} & set(arguments.variants) and not Path(weights).expanduser().is_file():
         raise SystemExit(f"error: {weights}: no such weights file (bash ../shared/fetch-yolov3-tiny-weights)")
     now = datetime.datetime.now(datetime.UTC)
     return {
