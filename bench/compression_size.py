@@ -34,7 +34,6 @@ import logging
 import math
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -45,7 +44,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from yolov3.benchmark_docs import record_section
+from common import command_line, cpu_name
+from docs_section import record_section
 from yolov3.compression.masks import finalize_pruning, prunable_layers, prune_to_sparsity
 from yolov3.compression.report import CompressionReport
 from yolov3.compression.sharing import SharedWeights, share_weights
@@ -173,7 +173,7 @@ def measure_model(
 def build_report(arguments: argparse.Namespace, command: str, started: datetime.datetime,
                  results: dict[str, tuple[list[Measurement], str]]) -> str:  # fmt: skip
     lines = [
-        f"- Machine: {cpu_model()}, {os.cpu_count()} logical cores; Python {platform.python_version()}, "
+        f"- Machine: {cpu_name()}, {os.cpu_count()} logical cores; Python {platform.python_version()}, "
         f"torch {torch.__version__}",
         f"- Command: `{command}`",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC",
@@ -231,21 +231,11 @@ def where_the_bytes_go(measurements: list[Measurement]) -> str:
     return "; ".join(parts) + "."
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     arguments = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    command = shlex.join(["python", "bench/compression_size.py", *argv])
+    command = command_line("bench/compression_size.py", argv)
     started = datetime.datetime.now(datetime.timezone.utc)
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_compression_") as directory:

@@ -33,11 +33,9 @@ import multiprocessing
 import os
 import platform
 import resource
-import shlex
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from yolov3.benchmark_docs import record_section
+from common import CpuMeter, command_line, cpu_name, time_interleaved
+from docs_section import record_section
 from yolov3.darknet.cfg import ConvolutionalSection, parse_cfg
 from yolov3.darknet.graph import build_graph
 from yolov3.models import Darknet
@@ -128,16 +127,6 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
 def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def model_gflop(cfg_path: Path, size: int) -> float:
@@ -287,22 +276,6 @@ def agreement(runners: dict[str, Runner]) -> dict[str, float]:
 # --- measurements ------------------------------------------------------------------------------------
 
 
-def time_interleaved(runners: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each runner; each repetition runs every runner once, in a rotating order."""
-    names = list(runners)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    gc.collect()
-    for repetition in range(warmup + repeats):
-        shift = repetition % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            runners[name]()
-            elapsed = time.perf_counter() - start
-            if repetition >= warmup:
-                samples[name].append(elapsed)
-    return samples
-
-
 def percentile(values: Sequence[float], fraction: float) -> float:
     return float(np.percentile(np.asarray(values), fraction * 100))
 
@@ -348,42 +321,6 @@ def measure_peak_memory(implementation: str, setup: ModelSetup, size: int, threa
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as executor:
         future = executor.submit(peak_memory_child, implementation, setup.cfg_path, setup.weights_path, size, threads)
         return future.result()
-
-
-class CpuMeter:
-    """CPU time used by other processes while it runs, in cores: (all busy CPU time - ours) / wall time.
-
-    The load average cannot tell the benchmark's own threads from background work; /proc/stat and
-    ``os.times()`` can. Where /proc/stat is missing, ``background_cores`` is None.
-    """
-
-    def __enter__(self) -> CpuMeter:
-        self.background_cores: float | None = None
-        self._start = (time.perf_counter(), _busy_cpu_seconds(), _own_cpu_seconds())
-        return self
-
-    def __exit__(self, *exception: object) -> None:
-        wall_start, busy_start, own_start = self._start
-        busy_end = _busy_cpu_seconds()
-        wall = time.perf_counter() - wall_start
-        if busy_start is not None and busy_end is not None and wall > 0:
-            others = (busy_end - busy_start) - (_own_cpu_seconds() - own_start)
-            self.background_cores = max(0.0, others / wall)
-
-
-def _busy_cpu_seconds() -> float | None:
-    """All CPUs' non-idle time since boot (user, nice, system, irq, softirq, steal), from /proc/stat."""
-    try:
-        fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-    except (OSError, ValueError, IndexError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system + times.children_user + times.children_system
 
 
 @dataclass(frozen=True)
@@ -484,7 +421,7 @@ def build_report(
         else:
             background_text += " cores (an idle machine)."
     lines = [
-        f"- Machine: {cpu_model()}, {os.cpu_count()} logical cores "
+        f"- Machine: {cpu_name()}, {os.cpu_count()} logical cores "
         f"(torch CPU capability {torch.backends.cpu.get_cpu_capability()}); Python {platform.python_version()}, "
         f"torch {torch.__version__}, OpenCV {cv2.__version__}",
         f"- Threads: {arguments.threads} (torch.set_num_threads and cv2.setNumThreads)",
@@ -519,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     arguments = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    command = shlex.join(["python", "bench/forward_cpu.py", *argv])
+    command = command_line("bench/forward_cpu.py", argv)
     started = datetime.datetime.now(datetime.timezone.utc)
     set_threads(arguments.threads)
     image = make_input(arguments.size)

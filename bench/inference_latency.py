@@ -38,7 +38,6 @@ import importlib.util
 import logging
 import os
 import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -53,7 +52,8 @@ import torch
 from torch import nn
 from torchvision.ops import box_iou
 
-from yolov3.benchmark_docs import record_section
+from common import CpuMeter, command_line, cpu_name, time_interleaved
+from docs_section import record_section
 from yolov3.data.image_io import list_images, read_image_rgb
 from yolov3.export import CalibrationImages, convert_to_fp16, export_onnx, quantize_int8
 from yolov3.export.onnx_export import INPUT_NAME
@@ -83,7 +83,7 @@ BUSY_BACKGROUND_CORES = 0.2
 
 
 def load_forward_cpu() -> object:
-    """``bench/forward_cpu.py`` as a module, for its timing, machine and random-weights helpers."""
+    """``bench/forward_cpu.py`` as a module, for its random-weights helper."""
     spec = importlib.util.spec_from_file_location("forward_cpu", Path(__file__).with_name("forward_cpu.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault(spec.name, module)  # dataclasses look their module up there
@@ -376,7 +376,7 @@ def build_report(
     image_names = ", ".join(path.name for path in calibration_images)
     thread_counts = ", ".join(str(threads) for threads in arguments.threads)
     lines = [
-        f"- Machine: {forward_cpu.cpu_model()}, {os.cpu_count()} logical cores (torch CPU capability "
+        f"- Machine: {cpu_name()}, {os.cpu_count()} logical cores (torch CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}); Python {platform.python_version()}, torch {torch.__version__}, "
         f"ONNX Runtime {onnxruntime.__version__} (CPUExecutionProvider)",
         f"- Threads: {thread_counts} (torch.set_num_threads, and the same number of ONNX Runtime intra-op threads; "
@@ -410,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     forward_cpu = load_forward_cpu()
-    command = shlex.join(["python", "bench/inference_latency.py", *argv])
+    command = command_line("bench/inference_latency.py", argv)
     started = datetime.datetime.now(datetime.timezone.utc)
     load_start = os.getloadavg()
     size = arguments.size
@@ -434,8 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 logger.info(
                     "%s, %d threads: %d warm-up + %d timed runs", name, threads, arguments.warmup, arguments.repeats
                 )
-                with forward_cpu.CpuMeter() as meter:
-                    samples = forward_cpu.time_interleaved(timed, arguments.warmup, arguments.repeats)
+                with CpuMeter() as meter:
+                    samples = time_interleaved(timed, arguments.warmup, arguments.repeats)
                 timings.append(Timing(model, threads, samples, meter.background_cores))
         loads = (load_start, os.getloadavg())
         report = build_report(arguments, command, started, loads, timings, agreements, image_paths, forward_cpu)

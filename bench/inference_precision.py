@@ -32,7 +32,6 @@ import logging
 import math
 import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -44,7 +43,8 @@ import cv2
 import numpy as np
 import torch
 
-from yolov3.benchmark_docs import record_section
+from common import CpuMeter, command_line, cpu_name, time_interleaved
+from docs_section import record_section
 from yolov3.hardware import native_bf16
 from yolov3.inference.precision import prepare_for_inference
 from yolov3.models import Darknet
@@ -77,7 +77,7 @@ BUSY_BACKGROUND_CORES = 0.2
 
 
 def load_forward_cpu() -> object:
-    """``bench/forward_cpu.py`` as a module, for its timing, machine, OpenCV and random-weights helpers."""
+    """``bench/forward_cpu.py`` as a module, for its threads, input, OpenCV and random-weights helpers."""
     spec = importlib.util.spec_from_file_location("forward_cpu", Path(__file__).with_name("forward_cpu.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault(spec.name, module)  # dataclasses look their module up there
@@ -235,7 +235,7 @@ def build_report(
     )
     _, bf16_reason = native_bf16("cpu")
     lines = [
-        f"- Machine: {forward_cpu.cpu_model()}, {os.cpu_count()} logical cores (torch CPU capability "
+        f"- Machine: {cpu_name()}, {os.cpu_count()} logical cores (torch CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}; {bf16_reason}); Python {platform.python_version()}, "
         f"torch {torch.__version__}, OpenCV {cv2.__version__}",
         f"- Threads: {arguments.threads} (torch.set_num_threads and cv2.setNumThreads)",
@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     forward_cpu = load_forward_cpu()
-    command = shlex.join(["python", "bench/inference_precision.py", *argv])
+    command = command_line("bench/inference_precision.py", argv)
     started = datetime.datetime.now(datetime.timezone.utc)
     load_start = os.getloadavg()
     forward_cpu.set_threads(arguments.threads)
@@ -285,8 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             runners = load_runners(forward_cpu, cfg_path, weights_path, image, not arguments.no_fp16)
             differences = relative_differences(runners)
             logger.info("%s: %d warm-up + %d timed repetitions", name, arguments.warmup, arguments.repeats)
-            with forward_cpu.CpuMeter() as meter:
-                samples = forward_cpu.time_interleaved(runners, arguments.warmup, arguments.repeats)
+            with CpuMeter() as meter:
+                samples = time_interleaved(runners, arguments.warmup, arguments.repeats)
             random = real_weights[name] is None
             results.append(ModelResult(name, random, samples, differences, meter.background_cores))
             del runners

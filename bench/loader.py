@@ -29,7 +29,6 @@ import datetime
 import logging
 import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -42,7 +41,8 @@ import albumentations
 import cv2
 import torch
 
-from yolov3.benchmark_docs import record_section
+from common import command_line, cpu_name
+from docs_section import record_section
 from yolov3.data.collate import Batch
 from yolov3.data.dataset_config import build_dataset, load_dataset_config
 from yolov3.data.loader import build_train_loader
@@ -92,16 +92,6 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--record", action="store_true", help="write the report into docs/benchmarks.md")
     parser.add_argument("--docs", type=Path, default=DEFAULT_DOCS)
     return parser.parse_args(argv)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timed_batches(batches: Iterator[Batch], count: int, warmup: int) -> list[float]:
@@ -174,7 +164,7 @@ def build_report(
     )
     return "\n".join(
         [
-            f"- Machine: {cpu_model()}, {os.cpu_count()} logical cores; Python {platform.python_version()}, "
+            f"- Machine: {cpu_name()}, {os.cpu_count()} logical cores; Python {platform.python_version()}, "
             f"torch {torch.__version__} ({torch.get_num_threads()} threads), albumentations "
             f"{albumentations.__version__}, OpenCV {cv2.__version__}",
             f"- Command: `{command}`",
@@ -207,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     arguments = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    command = shlex.join(["python", "bench/loader.py", *argv])
+    command = command_line("bench/loader.py", argv)
     started = datetime.datetime.now(datetime.timezone.utc)
     load_at_start = os.getloadavg()[0]
     batch_size = arguments.batch_size

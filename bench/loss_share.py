@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gc
 import logging
 import os
 import platform
-import shlex
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
+from common import command_line, cpu_name, time_interleaved
 from yolov3.loss import LossConfig, YoloLoss, assign_targets, pad_boxes_per_image
 from yolov3.models import create_model
 
@@ -64,23 +62,6 @@ def random_targets(batch: int, boxes_per_image: int, num_classes: int, generator
     sizes = 0.02 + 0.5 * torch.rand(count, 2, generator=generator)  # (N, 2) w, h in 0..1
     centres = sizes / 2 + (1 - sizes) * torch.rand(count, 2, generator=generator)  # (N, 2) cx, cy
     return torch.cat([image_index[:, None], labels[:, None], centres, sizes], dim=1)
-
-
-def time_interleaved(runners: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each runner; each repetition runs every runner once, in a rotating order."""
-    names = list(runners)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    gc.collect()
-    for repetition in range(warmup + repeats):
-        shift = repetition % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            runners[name]()
-            elapsed = time.perf_counter() - start
-            if repetition >= warmup:
-                samples[name].append(elapsed)
-        logger.info("repetition %d/%d done", repetition + 1, warmup + repeats)
-    return samples
 
 
 def make_runners(arguments: argparse.Namespace) -> dict[str, Callable[[], object]]:
@@ -115,7 +96,7 @@ def make_runners(arguments: argparse.Namespace) -> dict[str, Callable[[], object
 def build_report(arguments: argparse.Namespace, command: str, loads: tuple[float, float], samples: dict) -> str:
     step_median = statistics.median(samples[STEP])
     lines = [
-        f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores; "
+        f"- Machine: {cpu_name()}, {os.cpu_count()} logical cores; "
         f"Python {platform.python_version()}, torch {torch.__version__}; threads {arguments.threads}",
         f"- Command: `{command}`",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; load average (1 min) at "
@@ -141,8 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(arguments.threads)
     load_at_start = os.getloadavg()[0]
     runners = make_runners(arguments)
-    samples = time_interleaved(runners, arguments.warmup, arguments.repeats)
-    command = shlex.join(["python", "bench/loss_share.py", *argv])
+    samples = time_interleaved(runners, arguments.warmup, arguments.repeats, logger)
+    command = command_line("bench/loss_share.py", argv)
     print(build_report(arguments, command, (load_at_start, os.getloadavg()[0]), samples))
     return 0
 

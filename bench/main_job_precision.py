@@ -25,7 +25,6 @@ import argparse
 import datetime
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import time
@@ -34,7 +33,8 @@ from pathlib import Path
 
 import torch
 
-from yolov3.benchmark_docs import record_section
+from common import command_line, cpu_name
+from docs_section import record_section
 from yolov3.hardware import resolve_amp
 from yolov3.train.checkpoint import load_checkpoint
 
@@ -45,13 +45,6 @@ PRECISIONS = {
     "auto": ["train.amp=auto", "train.channels_last=true"],
     "fp32": ["train.amp=none", "train.channels_last=false"],
 }
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def run_training(cfg: Path, overrides: list[str], run_name: str, log_dir: Path) -> dict:
@@ -115,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"| {name} | " + " | ".join(f"{dict(result['curve']).get(epoch, float('nan')):.3f}" for epoch in epochs) + " |"
         for name, result in results.items()
     ]
-    command = "python bench/main_job_precision.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = command_line("bench/main_job_precision.py", argv if argv is not None else sys.argv[1:])
     now = datetime.datetime.now(datetime.UTC)
     body = "\n".join(
         [

@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import platform
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -44,8 +43,9 @@ from typing import Any
 import torch
 import yaml
 
+from common import command_line, cpu_name
+from docs_section import record_section
 from yolov3.atomic import write_text_atomic
-from yolov3.benchmark_docs import record_section
 from yolov3.config_loading import load_yaml, to_dict
 from yolov3.evaluation.dataset_run import DatasetEvaluationSettings, evaluate_on_dataset
 from yolov3.inference.model_loading import load_inference_model
@@ -77,13 +77,6 @@ def variant_overrides(variant: str, weights: str, cutoff: int) -> list[str]:
             "train.channels_last=false",
         ],
     }[variant]
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def save_results(results: dict[str, Any], path: Path) -> None:
@@ -321,7 +314,7 @@ def new_results(arguments: argparse.Namespace, argv: Sequence[str] | None) -> di
         "machine": f"{cpu_name()}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads",
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "command": "python bench/real_data.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("bench/real_data.py", argv if argv is not None else sys.argv[1:]),
         "date": f"{now:%Y-%m-%d %H:%M} UTC",
         "load_before": list(os.getloadavg()),
         "cfg": str(arguments.cfg),

@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gc
 import logging
 import os
 import platform
-import shlex
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from yolov3.benchmark_docs import record_section
+from common import CpuMeter, command_line, cpu_name, time_interleaved
+from docs_section import record_section
 from yolov3.compression.structured import apply_plan, flops, plan_pruning
 from yolov3.models import create_model
 from yolov3.models.layers import ConvBNAct
@@ -116,36 +114,6 @@ def laplace_initialize(model: nn.Module, seed: int = SEED) -> None:
                 bn.bias.copy_(torch.randn(bn.num_features, generator=generator) * 0.05)
 
 
-def time_interleaved(runners: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each runner; each repetition runs every runner once, in a rotating order."""
-    names = list(runners)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    gc.collect()
-    for repetition in range(warmup + repeats):
-        shift = repetition % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            runners[name]()
-            if repetition >= warmup:
-                samples[name].append(time.perf_counter() - start)
-    return samples
-
-
-def busy_cpu_seconds() -> float | None:
-    """All CPUs' non-idle time since boot, from /proc/stat (None where it is missing)."""
-    try:
-        fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-    except (OSError, ValueError, IndexError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
 def benchmark_model(name: str, arguments: argparse.Namespace) -> ModelResult:
     torch.manual_seed(SEED)
     model = create_model(MODELS[name]).eval()
@@ -168,13 +136,9 @@ def benchmark_model(name: str, arguments: argparse.Namespace) -> ModelResult:
         return run
 
     logger.info("%s: %d warm-up + %d timed repetitions", name, arguments.warmup, arguments.repeats)
-    wall, busy, own = time.perf_counter(), busy_cpu_seconds(), own_cpu_seconds()
     runners = {"original": runner(original), "pruned": runner(pruned)}
-    samples = time_interleaved(runners, arguments.warmup, arguments.repeats)
-    busy_end, wall = busy_cpu_seconds(), time.perf_counter() - wall
-    background = None
-    if busy is not None and busy_end is not None:
-        background = max(0.0, ((busy_end - busy) - (own_cpu_seconds() - own)) / wall)
+    with CpuMeter() as meter:
+        samples = time_interleaved(runners, arguments.warmup, arguments.repeats)
     size = arguments.size
     return ModelResult(
         name=name,
@@ -183,18 +147,8 @@ def benchmark_model(name: str, arguments: argparse.Namespace) -> ModelResult:
         samples=(samples["original"], samples["pruned"]),
         removed_filters=plan.removed,
         prunable_filters=plan.prunable_channels,
-        background_cores=background,
+        background_cores=meter.background_cores,
     )
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def format_table(results: Sequence[ModelResult]) -> str:
@@ -238,7 +192,7 @@ def build_report(
         for result in results
     )
     lines = [
-        f"- Machine: {cpu_model()}, {os.cpu_count()} logical cores (torch CPU capability "
+        f"- Machine: {cpu_name()}, {os.cpu_count()} logical cores (torch CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}); Python {platform.python_version()}, torch {torch.__version__}",
         f"- Threads: {arguments.threads} (torch.set_num_threads), the same for both networks",
         f"- Command: `{command}`",
@@ -276,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     arguments = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    command = shlex.join(["python", "bench/structured_speed.py", *argv])
+    command = command_line("bench/structured_speed.py", argv)
     started = datetime.datetime.now(datetime.timezone.utc)
     torch.set_num_threads(arguments.threads)
     load_start = os.getloadavg()

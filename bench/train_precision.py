@@ -42,7 +42,6 @@ import importlib.util
 import logging
 import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -54,7 +53,8 @@ from pathlib import Path
 
 import torch
 
-from yolov3.benchmark_docs import record_section
+from common import CpuMeter, command_line, cpu_name, time_interleaved
+from docs_section import record_section
 from yolov3.data.collate import Batch
 from yolov3.data.dataset_config import build_dataset
 from yolov3.data.loader import build_train_loader
@@ -118,7 +118,7 @@ PEER_KEY = "peer"
 
 
 def load_bench_module(name: str) -> types.ModuleType:
-    """``bench/<name>.py`` as a module (for forward_cpu's timing, machine and CPU-meter helpers)."""
+    """``bench/<name>.py`` as a module (for forward_cpu's ``set_threads``)."""
     spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault(spec.name, module)  # dataclasses look their module up there
@@ -211,7 +211,7 @@ class Row:
         return sum(self.warmup) - len(self.warmup) * self.median
 
 
-def time_rows(rows: dict[str, Row], runners: dict[str, Callable[[], object]], warmup: int, repeats: int, forward_cpu):
+def time_rows(rows: dict[str, Row], runners: dict[str, Callable[[], object]], warmup: int, repeats: int):
     """Each runner's warm-up calls one by one (compile rows at least 2), then all interleaved, rotating."""
     for key, runner in runners.items():
         count = max(warmup, 2) if "compile" in key else warmup
@@ -222,8 +222,8 @@ def time_rows(rows: dict[str, Row], runners: dict[str, Callable[[], object]], wa
             rows[key].note = f"{compiled_graphs() - graphs} graph(s) compiled in the warm-up"
     logger.info("%d timed calls of %d rows, interleaved", repeats, len(runners))
     graphs = compiled_graphs()
-    with forward_cpu.CpuMeter() as meter:
-        samples = forward_cpu.time_interleaved(runners, 0, repeats)
+    with CpuMeter() as meter:
+        samples = time_interleaved(runners, 0, repeats)
     if compiled_graphs() != graphs:
         logger.warning("%d graph(s) recompiled during the timed calls", compiled_graphs() - graphs)
     for key, seconds in samples.items():
@@ -316,7 +316,7 @@ def our_step(name: str, variant: Variant, images: torch.Tensor, targets: torch.T
     return step
 
 
-def training_rows(arguments: argparse.Namespace, name: str, temporary: Path, forward_cpu) -> tuple[list[Row], float]:
+def training_rows(arguments: argparse.Namespace, name: str, temporary: Path) -> tuple[list[Row], float]:
     images = torch.rand(arguments.batch, 3, arguments.size, arguments.size, generator=torch.Generator().manual_seed(0))
     targets = random_targets(arguments.batch, 8, 80, torch.Generator().manual_seed(0))
     rows: dict[str, Row] = {}
@@ -341,7 +341,7 @@ def training_rows(arguments: argparse.Namespace, name: str, temporary: Path, for
             continue
         rows[variant.key] = Row(variant.key, variant.label)
         runners[variant.key] = our_step(name, variant, images, targets, rows[variant.key])
-    background = time_rows(rows, runners, arguments.warmup, arguments.repeats, forward_cpu)
+    background = time_rows(rows, runners, arguments.warmup, arguments.repeats)
     return list(rows.values()), background
 
 
@@ -412,7 +412,7 @@ def training_verdict(rows: Sequence[Row], job_steps: int) -> str:
 # --- inference --------------------------------------------------------------------------------------------
 
 
-def inference_rows(arguments: argparse.Namespace, name: str, forward_cpu) -> tuple[list[Row], dict, float]:
+def inference_rows(arguments: argparse.Namespace, name: str) -> tuple[list[Row], dict, float]:
     """bf16 prepared model eager, compiled, and compiled with freezing; their max |Δ| against eager."""
     torch.manual_seed(0)
     model = create_model(MODELS[name][0]).eval()
@@ -437,7 +437,7 @@ def inference_rows(arguments: argparse.Namespace, name: str, forward_cpu) -> tup
         return run
 
     runners = {key: runner(key) for key in rows}
-    background = time_rows(rows, runners, arguments.warmup, arguments.repeats, forward_cpu)
+    background = time_rows(rows, runners, arguments.warmup, arguments.repeats)
     reference = runners["eager"]()
     scale = max(max(head.abs().max().item() for head in reference), 1e-12)
     differences = {}
@@ -604,11 +604,11 @@ def background_text(background: Sequence[float | None]) -> str:
     return text + " (an idle machine)"
 
 
-def header(arguments: argparse.Namespace, command: str, started: datetime.datetime, loads, forward_cpu) -> list[str]:
+def header(arguments: argparse.Namespace, command: str, started: datetime.datetime, loads) -> list[str]:
     (start_1, start_5, _), (end_1, end_5, _) = loads
     _, bf16_reason = native_bf16("cpu")
     return [
-        f"- Machine: {forward_cpu.cpu_model()}, {os.cpu_count()} logical cores ({bf16_reason}; torch CPU capability "
+        f"- Machine: {cpu_name()}, {os.cpu_count()} logical cores ({bf16_reason}; torch CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}); Python {platform.python_version()}, torch {torch.__version__} "
         f"({arguments.threads} threads)",
         f"- Command: `{command}`",
@@ -623,13 +623,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     forward_cpu = load_bench_module("forward_cpu")
     forward_cpu.set_threads(arguments.threads)
-    command = shlex.join(["python", "bench/train_precision.py", *argv])
+    command = command_line("bench/train_precision.py", argv)
     started = datetime.datetime.now(datetime.timezone.utc)
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="train_precision_inductor_") as cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(arguments.compile_cache or cache)
-        title, body = measure(arguments, forward_cpu)
-    report = "\n".join(header(arguments, command, started, (load_start, os.getloadavg()), forward_cpu) + body)
+        title, body = measure(arguments)
+    report = "\n".join(header(arguments, command, started, (load_start, os.getloadavg())) + body)
     print(f"{title}\n\n{report}")
     if arguments.record:
         record_section(arguments.docs, title, report, NOTES_MARKER)
@@ -643,7 +643,7 @@ def cache_text(arguments: argparse.Namespace) -> str:
     return f"inductor's cache in `{arguments.compile_cache}` (a warm cache shortens the compile)"
 
 
-def measure(arguments: argparse.Namespace, forward_cpu: types.ModuleType) -> tuple[str, list[str]]:
+def measure(arguments: argparse.Namespace) -> tuple[str, list[str]]:
     """The mode's section title and report lines (below the machine, command and date)."""
     if arguments.loader:
         title = LOADER_SECTION
@@ -652,7 +652,7 @@ def measure(arguments: argparse.Namespace, forward_cpu: types.ModuleType) -> tup
         title = INFERENCE_SECTION
         results, background = [], []
         for name in arguments.models:
-            rows, differences, cores = inference_rows(arguments, name, forward_cpu)
+            rows, differences, cores = inference_rows(arguments, name)
             results.append((name, rows, differences))
             background.append(cores)
         body = [
@@ -677,7 +677,7 @@ def measure(arguments: argparse.Namespace, forward_cpu: types.ModuleType) -> tup
         sections = []
         with tempfile.TemporaryDirectory(prefix="train_precision_") as temporary:
             for name in arguments.models:
-                rows, cores = training_rows(arguments, name, Path(temporary), forward_cpu)
+                rows, cores = training_rows(arguments, name, Path(temporary))
                 sections += [
                     f"**{name}**, {arguments.size}x{arguments.size}, batch {arguments.batch}; background CPU use by "
                     f"other processes during the timed steps: {background_text([cores])}",

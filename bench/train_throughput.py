@@ -19,9 +19,7 @@ import argparse
 import datetime
 import multiprocessing
 import os
-import platform
 import re
-import shlex
 import statistics
 import sys
 import time
@@ -30,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from yolov3.benchmark_docs import record_section
+from common import command_line, cpu_name
+from docs_section import record_section
 from yolov3.loss import YoloLoss, assign_targets, pad_boxes_per_image
 from yolov3.models import create_model
 from yolov3.train.optimizer import OptimizerConfig, build_optimizer
@@ -144,13 +143,6 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     torch.set_num_threads(arguments.threads)
@@ -168,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = (
         torch.cuda.get_device_name() if arguments.device == "cuda" else f"{cpu_name()}, {arguments.threads} threads"
     )
-    command = "python bench/train_throughput.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = command_line("bench/train_throughput.py", argv if argv is not None else sys.argv[1:])
     report = "\n".join(
         [
             SECTION,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from yolov3.benchmark_docs import DOCS_HEADER, record_section
+from docs_section import DOCS_HEADER, record_section
 
 MARKER = "<!-- notes -->"
 

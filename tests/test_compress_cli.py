@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from yolov3.compression.sharing import conv_layers
 from yolov3.compression.storage import load_compressed
 from yolov3.models import create_model
 from yolov3.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from yolov3.train.trainer import Trainer
 
 CLASS_NAMES = ("circle", "square", "triangle")
 
@@ -85,3 +89,51 @@ def test_cli_errors_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[
     config = write_config(tmp_path, "other.yaml", **{"model.options": {"width_multiple": 0.125}})
     assert compress.main(["--weights", str(weights), "--cfg", str(config), "--out", str(tmp_path / "m.yolov3c")]) == 1
     assert "was trained as" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_killed_compress_resumes_to_the_file_of_an_uninterrupted_run(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="yolov3.compress")
+    config = write_config(tmp_path, **{"logging.images_every_epochs": 0, "logging.histograms_every_epochs": 0})
+    weights = tiny_checkpoint(tmp_path / "best.pt")
+
+    def arguments(name: str) -> list[str]:
+        return ["--weights", str(weights), "--cfg", str(config), "--sparsity", "0.5", "--bits", "3",
+                "--finetune-epochs", "2", "--out", str(tmp_path / f"{name}.yolov3c"), "--run-dir", str(tmp_path / name),
+                "--no-progress"]  # fmt: skip
+
+    assert compress.main(arguments("straight")) == 0
+    # SIGINT during the second epoch of each fine-tuning: it stops after that optimizer step, last.pt holds epoch 1.
+    train_epoch, interrupted = Trainer._train_epoch, set()
+
+    def train_epoch_then_interrupt(trainer: Trainer, epoch: int) -> dict[str, float]:
+        if epoch == 1 and trainer.run_dir.name not in interrupted:
+            interrupted.add(trainer.run_dir.name)
+            os.kill(os.getpid(), signal.SIGINT)
+        return train_epoch(trainer, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", train_epoch_then_interrupt)
+    assert compress.main(arguments("killed")) == 128 + signal.SIGINT
+    assert f"--run-dir {tmp_path / 'killed'} --resume" in capsys.readouterr().err
+    assert interrupted == {"finetune_pruned"} and not (tmp_path / "killed.yolov3c").exists()
+    caplog.clear()
+    assert compress.main([*arguments("killed"), "--resume"]) == 128 + signal.SIGINT  # now in the centroid tuning
+    assert interrupted == {"finetune_pruned", "finetune_shared"}
+    assert "finetune_pruned: resuming fine-tuning at epoch 2 of 2" in caplog.text
+    caplog.clear()
+    assert compress.main([*arguments("killed"), "--resume"]) == 0
+    assert "finetune_pruned: fine-tuning finished before; its last.pt read back" in caplog.text
+    assert "finetune_shared: resuming fine-tuning at epoch 2 of 2" in caplog.text
+    assert (tmp_path / "killed.yolov3c").read_bytes() == (tmp_path / "straight.yolov3c").read_bytes()
+    capsys.readouterr()
+
+    changed = [*arguments("killed"), "--bits", "4", "--resume"]
+    assert compress.main(changed) == 1
+    assert "compress.json: the run was started with other arguments (bits: 3, now 4)" in capsys.readouterr().err
+    assert compress.main([*arguments("elsewhere"), "--resume"]) == 1
+    assert "compress.json: not found" in capsys.readouterr().err

@@ -16,12 +16,12 @@ from yolov3.data.image_io import read_image_rgb
 from yolov3.detect import (
     COCO80_TO_COCO91,
     assign_image_ids,
-    coco_results,
     main,
     output_names,
     read_class_names,
     yolo_label_lines,
 )
+from yolov3.evaluation.dataset_gt import coco_detections
 from yolov3.inference import Predictor, Preprocessing, decode_outputs, draw_detections, preprocess
 from yolov3.models import yolov3_tiny_test
 
@@ -37,8 +37,12 @@ DOG, BICYCLE, CAR, TRUCK = 16, 1, 2, 7
 
 @pytest.fixture(scope="module")
 def tiny_predictor(shared_darknet: Path, tiny_weights: Path) -> Predictor:
-    return Predictor.from_darknet(
-        shared_darknet / "yolov3-tiny.cfg", tiny_weights, conf_threshold=CONF_THRESHOLD, iou_threshold=IOU_THRESHOLD
+    return Predictor.from_darknet(  # our letterbox (from_darknet defaults to Darknet's): compared with OpenCV's blob
+        shared_darknet / "yolov3-tiny.cfg",
+        tiny_weights,
+        conf_threshold=CONF_THRESHOLD,
+        iou_threshold=IOU_THRESHOLD,
+        preprocessing=Preprocessing(),
     )
 
 
@@ -310,8 +314,17 @@ def test_output_helpers() -> None:
     # cx = 30 / 100, cy = 50 / 200, w = 40 / 100, h = 60 / 200.
     assert yolo_label_lines(detections, (200, 100)) == ["16 0.300000 0.250000 0.400000 0.300000"]
     assert yolo_label_lines(detections, (200, 100), save_conf=True)[0].endswith(" 0.500000")
-    assert coco_results(detections, 7) == [{"image_id": 7, "category_id": 16, "bbox": [10, 20, 40, 60], "score": 0.5}]
-    assert coco_results(detections, 7, coco91=True)[0]["category_id"] == 18
+    assert coco_detections(7, detections) == [
+        {"image_id": 7, "category_id": 16, "bbox": [10, 20, 40, 60], "score": 0.5}
+    ]
+    assert coco_detections(7, detections, category_ids=COCO80_TO_COCO91)[0]["category_id"] == 18
+    # Results files round (boxes to 1/1000 px, scores to 6 decimals); evaluation keeps every digit.
+    detections = {**detections, "boxes": torch.tensor([[10.12345, 20.0, 50.0, 80.98765]], dtype=torch.float64)}
+    detections["scores"] = torch.tensor([0.123456789], dtype=torch.float64)
+    (exact,) = coco_detections(7, detections)
+    assert exact["bbox"] == [10.12345, 20.0, 50.0 - 10.12345, 80.98765 - 20.0] and exact["score"] == 0.123456789
+    (rounded,) = coco_detections(7, detections, rounded=True)
+    assert rounded["bbox"] == [10.123, 20.0, 39.877, 60.988] and rounded["score"] == 0.123457
     assert len(COCO80_TO_COCO91) == len(set(COCO80_TO_COCO91)) == 80
     assert (COCO80_TO_COCO91[0], COCO80_TO_COCO91[11], COCO80_TO_COCO91[79]) == (1, 13, 90)
     assert assign_image_ids([Path("b/12.jpg"), Path("a/7.png")]) == [12, 7]

@@ -35,10 +35,12 @@ def darknet_harness(pjreddie_darknet: Path, tmp_path_factory: pytest.TempPathFac
     return binary
 
 
-def darknet_detections(harness: Path, darknet_dir: Path, cfg: Path, weights: Path, image: Path) -> list[tuple]:
-    """(class, prob, (left, top, right, bottom) clipped to the image) for every detection and class."""
+def darknet_detections(
+    harness: Path, darknet_dir: Path, cfg: Path, weights: Path, image: Path, thresh: float = 0.25
+) -> list[tuple]:
+    """(class, prob, (left, top, right, bottom) clipped to the image) for every detection and class over ``thresh``."""
     result = subprocess.run(
-        [str(harness), str(cfg), str(weights), str(image), "0.25"], cwd=darknet_dir, capture_output=True, text=True
+        [str(harness), str(cfg), str(weights), str(image), str(thresh)], cwd=darknet_dir, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-2000:]
     height, width = StbDecoder(darknet_dir / "libdarknet.so")(image).shape[:2]

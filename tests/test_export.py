@@ -339,7 +339,12 @@ def test_cli_onnx_with_nms_from_a_checkpoint(checkpoint: Path, tiny_model: nn.Mo
     assert metadata == {
         key: json.loads(value)
         for key, value in inference_metadata(
-            model_head_specs(tiny_model), INPUT_SIZE, Preprocessing(), metadata["class_names"], NmsOptions()
+            model_head_specs(tiny_model),
+            INPUT_SIZE,
+            Preprocessing(),
+            metadata["class_names"],
+            NmsOptions(),
+            source_format="checkpoint",
         ).items()
     }
     assert [output.name for output in model.graph.output] == ["boxes", "scores", "labels", "num_detections"]

@@ -51,6 +51,9 @@ def set_prediction(output: torch.Tensor, image: int, anchor: int, cell_yx: tuple
 def test_anchor_shape_iou_by_hand():
     iou = anchor_shape_iou(torch.tensor([[24.0, 18.0]]), torch.tensor([[20.0, 20.0], [10.0, 30.0], [100.0, 40.0]]))
     torch.testing.assert_close(iou, torch.tensor([[360 / 472, 180 / 552, 432 / 4000]]))
+    # float64 (the anchors CLI's k-means): an identical shape is exactly 1, a 5x20 anchor on 10x10 is 50/150.
+    iou = anchor_shape_iou(torch.tensor([[10.0, 10.0]]).double(), torch.tensor([[10.0, 10.0], [5.0, 20.0]]).double())
+    assert iou.dtype == torch.float64 and iou.tolist() == [[1.0, 50 / 150]]
 
 
 def test_assignment_and_targets_by_hand():

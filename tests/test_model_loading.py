@@ -83,7 +83,7 @@ def test_darknet_weights_with_a_cfg_or_a_model_name(tmp_path: Path) -> None:
     from_name = load_inference_model(weights, model_name="yolov3_tiny_test", num_classes=3)
     for loaded in (from_cfg, from_name):
         assert_same_outputs(loaded.model, model)
-        assert loaded.class_names is None and loaded.preprocessing == Preprocessing()
+        assert loaded.class_names is None and loaded.preprocessing == Preprocessing.from_mode("darknet")
         assert loaded.input_size == (416, 416)
         assert [spec.anchors_px for spec in loaded.head_specs] == [spec.anchors_px for spec in model.head_specs]
     assert type(from_cfg.model).__name__ == "Darknet" and type(from_name.model).__name__ == "YOLOv3Tiny"

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 from matplotlib.figure import Figure
 from tqdm import tqdm
@@ -26,46 +27,43 @@ from yolov3.config_loading import ConfigError, load_yaml
 from yolov3.data.dataset_config import build_dataset, load_dataset_config
 from yolov3.data.detection_dataset import DetectionDataset
 from yolov3.data.letterbox import compute_letterbox
+from yolov3.loss.targets import anchor_shape_iou
 from yolov3.models.yolo_head import COCO_ANCHORS_PX
 
 LOGGER = logging.getLogger(__name__)
 
 
-def iou_wh(boxes_wh: np.ndarray, anchors_wh: np.ndarray) -> np.ndarray:
-    """(N, K) IoU of (N, 2) box shapes with (K, 2) anchor shapes, both aligned at the same corner."""
-    boxes_wh = np.asarray(boxes_wh, dtype=np.float64)
-    anchors_wh = np.asarray(anchors_wh, dtype=np.float64)
-    intersection = np.minimum(boxes_wh[:, None, 0], anchors_wh[None, :, 0]) * np.minimum(
-        boxes_wh[:, None, 1], anchors_wh[None, :, 1]
-    )  # (N, K)
-    union = boxes_wh.prod(axis=1)[:, None] + anchors_wh.prod(axis=1)[None, :] - intersection  # (N, K)
-    return intersection / union
+def _shape_iou(boxes_wh: np.ndarray, anchors_wh: np.ndarray) -> np.ndarray:
+    """(N, K) float64 shape IoU of (N, 2) boxes with (K, 2) anchors, by the loss's :func:`anchor_shape_iou`."""
+    boxes = torch.from_numpy(np.asarray(boxes_wh, dtype=np.float64))  # (N, 2)
+    anchors = torch.from_numpy(np.asarray(anchors_wh, dtype=np.float64))  # (K, 2)
+    return anchor_shape_iou(boxes, anchors).numpy()
 
 
 def mean_best_iou(boxes_wh: np.ndarray, anchors_wh: np.ndarray) -> float:
     """Mean over boxes of the IoU with their best-fitting anchor (shapes only)."""
     if len(boxes_wh) == 0:
         raise ValueError("no box shapes to compare with the anchors")
-    return float(iou_wh(boxes_wh, anchors_wh).max(axis=1).mean())
+    return float(_shape_iou(boxes_wh, anchors_wh).max(axis=1).mean())
 
 
 def _kmeans_plus_plus(boxes_wh: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """k-means++ seeding with the 1 - IoU distance: each new centre drawn in proportion to distance squared."""
     centres = [boxes_wh[rng.integers(len(boxes_wh))]]
-    closest = 1 - iou_wh(boxes_wh, np.array(centres))[:, 0]  # (N,) distance to the nearest centre
+    closest = 1 - _shape_iou(boxes_wh, np.array(centres))[:, 0]  # (N,) distance to the nearest centre
     for _ in range(1, k):
         weights = closest**2
         total = weights.sum()
         index = rng.choice(len(boxes_wh), p=weights / total) if total > 0 else rng.integers(len(boxes_wh))
         centres.append(boxes_wh[index])
-        closest = np.minimum(closest, 1 - iou_wh(boxes_wh, boxes_wh[index : index + 1])[:, 0])
+        closest = np.minimum(closest, 1 - _shape_iou(boxes_wh, boxes_wh[index : index + 1])[:, 0])
     return np.array(centres, dtype=np.float64)
 
 
 def _kmeans_once(boxes_wh: np.ndarray, centres: np.ndarray, max_iterations: int) -> tuple[np.ndarray, float]:
     assignments = None
     for _ in range(max_iterations):
-        similarity = iou_wh(boxes_wh, centres)  # (N, K)
+        similarity = _shape_iou(boxes_wh, centres)  # (N, K)
         new_assignments = similarity.argmax(axis=1)
         if assignments is not None and np.array_equal(new_assignments, assignments):
             break

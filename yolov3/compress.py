@@ -11,8 +11,13 @@ global magnitude pruning of all convs but the first and the heads' outputs, the 
 fine-tuning; weight sharing clusters every conv but the first and the detection heads' output convs
 (``--share-skip``; those stay dense, in float16) into ``2 ** bits``
 centroids, which the centroid fine-tuning trains (summed gradients). The per-layer size table, the stages'
-sparsity and mAP are printed and logged to TensorBoard under ``--run-dir``. Fine-tuning runs are not
-resumable.
+sparsity and mAP are printed and logged to TensorBoard under ``--run-dir``.
+
+A killed run resumes: run the same command with ``--run-dir RUN_DIR --resume`` (``RUN_DIR`` is printed at
+the start; the arguments are kept in ``RUN_DIR/compress.json`` and must be the same). The steps before each
+fine-tuning are deterministic and run again; a fine-tuning run continues from its ``last.pt`` (a finished one
+just reads it back), exactly as ``python -m yolov3.train --resume`` does, so the file written equals an
+uninterrupted run's. Ctrl-C or SIGTERM stop at the next optimizer step and say how to resume.
 
 Decode back to a plain checkpoint or Darknet weights, or print a file's size report::
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 import time
@@ -34,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from yolov3.atomic import write_text_atomic
 from yolov3.compression.masks import (
     apply_masks,
     finalize_pruning,
@@ -59,12 +66,15 @@ from yolov3.train.callbacks import TrainerCallback
 from yolov3.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from yolov3.train.config import TrainConfig, load_train_config
 from yolov3.train.distributed import resolve_device
+from yolov3.train.interrupt import InterruptHandler, TrainingInterruptedError
 from yolov3.train.tensorboard import TrainingBoard
 from yolov3.train.trainer import Trainer
 from yolov3.train.validate import validate
 
 logger = logging.getLogger("yolov3.compress")
 METADATA_KEYS = ("class_names", "input_size", "preprocessing", "normalization")
+ARGUMENTS_FILE = "compress.json"  # in --run-dir: what --resume checks its arguments against
+NOT_COMPARED_ON_RESUME = ("resume", "no_progress", "run_dir")
 
 
 def parse_compress_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -87,7 +97,10 @@ def parse_compress_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="precision of codebooks, biases and batch norm (float16 rounds them first)")  # fmt: skip
     parser.add_argument("--run-dir", type=Path, help="TensorBoard / fine-tuning folder (default: under log_dir)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--resume", action="store_true", help="continue the killed run in --run-dir (same arguments)")
     arguments = parser.parse_args(argv)
+    if arguments.resume and arguments.run_dir is None:
+        parser.error("--resume needs --run-dir: the folder of the run to continue")
     if not 0.0 <= arguments.sparsity < 1.0 or not 1 <= arguments.bits <= 8:
         parser.error("--sparsity must be in [0, 1) and --bits in 1..8")
     if arguments.finetune_epochs < 0 or (arguments.centroid_epochs or 0) < 0:
@@ -102,6 +115,8 @@ class _StartFrom(TrainerCallback):
         self.state, self.masks = state, masks or {}
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        if trainer.start_epoch > 0:
+            return  # resumed: last.pt held the model, its EMA and their masks
         for model in (trainer.raw_model, trainer.ema.module if trainer.ema is not None else None):
             if model is not None:
                 model.load_state_dict(self.state)
@@ -137,15 +152,23 @@ def _finetune(
     run_dir: Path,
     callbacks: list[TrainerCallback],
     progress: bool,
+    resume: bool = False,
 ) -> nn.Module:
-    """Train ``epochs`` with ``callbacks`` (no warm-up, nothing frozen); returns the EMA (or raw) model."""
+    """Train ``epochs`` with ``callbacks`` (no warm-up, nothing frozen); returns the EMA (or raw) model.
+
+    With ``resume``, a ``last.pt`` in ``run_dir`` is continued (a finished run is only read back)."""
     config = dataclasses.replace(
         config,
         train=dataclasses.replace(config.train, epochs=epochs, freeze_backbone_epochs=0),
         optimizer=dataclasses.replace(config.optimizer, learning_rate=learning_rate),
         schedule=dataclasses.replace(config.schedule, warmup_steps=0),
     )
-    trainer = Trainer(config, run_dir, progress=progress, callbacks=callbacks)
+    resumed = resume and (run_dir / "last.pt").is_file()
+    trainer = Trainer(config, run_dir, progress=progress, callbacks=callbacks, resume=resumed)
+    if resumed and trainer.start_epoch >= epochs:
+        logger.info("%s: fine-tuning finished before; its last.pt read back", run_dir)
+    elif resumed:
+        logger.info("%s: resuming fine-tuning at epoch %d of %d", run_dir, trainer.start_epoch + 1, epochs)
     trainer.fit()
     return trainer.ema.module if trainer.ema is not None else trainer.raw_model
 
@@ -169,14 +192,49 @@ def _check_model_spec(path: Path, checkpoint: dict[str, Any], config: TrainConfi
         raise ValueError(f"{path}: was trained as {stored}, but the config builds {expected}")
 
 
+def _record_arguments(arguments: argparse.Namespace, run_dir: Path) -> None:
+    """Keep the arguments in ``run_dir`` (a fresh run), or check that ``--resume`` was given the same ones."""
+    path = run_dir / ARGUMENTS_FILE
+    current = {key: str(value) if isinstance(value, Path) else value for key, value in vars(arguments).items()}
+    current = {key: value for key, value in current.items() if key not in NOT_COMPARED_ON_RESUME}
+    if not arguments.resume:
+        write_text_atomic(path, json.dumps(current, indent=2) + "\n")
+        return
+    try:
+        started = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: not found; --resume continues a compress run in the --run-dir it wrote") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not the JSON compress writes ({error})") from error
+    changed = [key for key in sorted(set(started) | set(current)) if started.get(key) != current.get(key)]
+    if changed:
+        differences = "; ".join(f"{key}: {started.get(key)!r}, now {current.get(key)!r}" for key in changed)
+        raise ValueError(f"{path}: the run was started with other arguments ({differences}); resume with the same ones")
+
+
 def compress(arguments: argparse.Namespace) -> int:
+    run_dir = arguments.run_dir or load_train_config(arguments.cfg, arguments.overrides).logging.log_dir / (
+        f"compress-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _record_arguments(arguments, run_dir)
+    logger.info("run folder %s (continue a killed run with --run-dir %s --resume)", run_dir, run_dir)
+    with InterruptHandler() as interrupt:
+        try:
+            return _compress(arguments, run_dir, interrupt)
+        except TrainingInterruptedError as stop:
+            print(f"{stop}: the fine-tuning under {run_dir} keeps its last completed epoch; continue with the same "
+                  f"arguments and --run-dir {run_dir} --resume", file=sys.stderr)  # fmt: skip
+            return 128 + stop.signal_number
+
+
+def _compress(arguments: argparse.Namespace, run_dir: Path, interrupt: InterruptHandler) -> int:
     config = load_train_config(arguments.cfg, arguments.overrides)
     checkpoint = load_checkpoint(arguments.weights)
     model = model_from_checkpoint(checkpoint)
     finalize_pruning(model)
     _check_model_spec(arguments.weights, checkpoint, config)
-    progress = not arguments.no_progress
-    run_dir = arguments.run_dir or config.logging.log_dir / f"compress-{time.strftime('%Y%m%d-%H%M%S')}"
+    progress, resume = not arguments.no_progress, arguments.resume
     board = TrainingBoard(run_dir)
     validation = _Validation(config, resolve_device(config.device), progress)
     stages: list[tuple[str, float, float]] = []
@@ -195,9 +253,9 @@ def compress(arguments: argparse.Namespace) -> int:
         finalize_pruning(model)
         record("pruned", model)
         if arguments.finetune_epochs:
-            callbacks = [_StartFrom(model.state_dict(), masks)]
+            callbacks = [interrupt, _StartFrom(model.state_dict(), masks)]
             model = _finetune(config, arguments.finetune_epochs, finetune_lr, run_dir / "finetune_pruned", callbacks,
-                              progress)  # fmt: skip
+                              progress, resume)  # fmt: skip
             finalize_pruning(model)
             record("pruned, fine-tuned", model)
     layers = prunable_layers(model, _skip_list(arguments.share_skip))
@@ -205,9 +263,9 @@ def compress(arguments: argparse.Namespace) -> int:
     record(f"shared (k={2**arguments.bits})", model)
     centroid_epochs = arguments.finetune_epochs if arguments.centroid_epochs is None else arguments.centroid_epochs
     if centroid_epochs:
-        callbacks = [_StartFrom(model.state_dict()), WeightSharingCallback(shared)]
+        callbacks = [interrupt, _StartFrom(model.state_dict()), WeightSharingCallback(shared)]
         model = _finetune(config, centroid_epochs, arguments.centroid_lr or finetune_lr, run_dir / "finetune_shared",
-                          callbacks, progress)  # fmt: skip
+                          callbacks, progress, resume)  # fmt: skip
         shared = detach_sharing(model)
         record("shared, centroids fine-tuned", model)
     if arguments.float_format == "float16":

@@ -31,6 +31,21 @@ class ConfigError(ValueError):
     """A configuration value or key that does not fit the dataclass; the message names file and key."""
 
 
+def show_value(value: Any) -> str:
+    """``repr(value)``, also for an integer too long for Python to print (``sys.get_int_max_str_digits``)."""
+    try:
+        return repr(value)
+    except ValueError:
+        if isinstance(value, int):
+            return f"an integer of {value.bit_length():,} bits"
+        return f"a {type(value).__name__} holding an integer too long to print"
+
+
+def _name(key: Any) -> str:
+    """A mapping key as text (YAML keys may be numbers, dates, ...)."""
+    return key if isinstance(key, str) else show_value(key)
+
+
 def _fail(source: str, key: str, message: str) -> ConfigError:
     return ConfigError(f"{source}: {key}: {message}" if key else f"{source}: {message}")
 
@@ -47,23 +62,23 @@ def _convert(value: Any, annotation: Any, source: str, key: str) -> Any:
                 return _convert(value, option, source, key)
             except ConfigError:
                 continue
-        raise _fail(source, key, f"{value!r} fits none of {annotation}")
+        raise _fail(source, key, f"{show_value(value)} fits none of {annotation}")
     if origin is Literal:
         if value not in arguments:
-            hint = difflib.get_close_matches(str(value), [str(a) for a in arguments], n=1)
+            hint = difflib.get_close_matches(_name(value), [str(a) for a in arguments], n=1)
             suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise _fail(source, key, f"{value!r} is not one of {', '.join(map(repr, arguments))}{suggestion}")
+            raise _fail(source, key, f"{show_value(value)} is not one of {', '.join(map(repr, arguments))}{suggestion}")
         return value
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
-            raise _fail(source, key, f"expected a mapping of {annotation.__name__} fields, got {value!r}")
+            raise _fail(source, key, f"expected a mapping of {annotation.__name__} fields, got {show_value(value)}")
         return load_dataclass(annotation, value, source, prefix=f"{key}.")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise _fail(source, key, f"expected a list, got {value!r}")
+            raise _fail(source, key, f"expected a list, got {show_value(value)}")
         if origin is tuple and arguments and arguments[-1] is not Ellipsis:
             if len(value) != len(arguments):
-                raise _fail(source, key, f"expected {len(arguments)} values, got {len(value)}: {value!r}")
+                raise _fail(source, key, f"expected {len(arguments)} values, got {len(value)}: {show_value(value)}")
             items = [
                 _convert(v, a, source, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, arguments, strict=True))
             ]
@@ -73,28 +88,33 @@ def _convert(value: Any, annotation: Any, source: str, key: str) -> Any:
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise _fail(source, key, f"expected a mapping, got {value!r}")
+            raise _fail(source, key, f"expected a mapping, got {show_value(value)}")
         value_type = arguments[1] if arguments else Any
-        return {str(k): _convert(v, value_type, source, f"{key}.{k}") for k, v in value.items()}
+        return {_name(k): _convert(v, value_type, source, f"{key}.{_name(k)}") for k, v in value.items()}
     if annotation is bool:
         if not isinstance(value, bool):
-            raise _fail(source, key, f"expected true or false, got {value!r}")
+            raise _fail(source, key, f"expected true or false, got {show_value(value)}")
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _fail(source, key, f"expected an integer, got {value!r}")
+            raise _fail(source, key, f"expected an integer, got {show_value(value)}")
+        if not -(2**63) <= value < 2**63:  # PyTorch, NumPy and the checkpoint take 64-bit integers
+            raise _fail(source, key, f"expected a 64-bit integer, got {show_value(value)}")
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _fail(source, key, f"expected a number, got {value!r}")
-        return float(value)
+            raise _fail(source, key, f"expected a number, got {show_value(value)}")
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond float's range
+            raise _fail(source, key, f"expected a number, got {show_value(value)}, too large") from None
     if annotation is str:
         if not isinstance(value, str):
-            raise _fail(source, key, f"expected a string, got {value!r}")
+            raise _fail(source, key, f"expected a string, got {show_value(value)}")
         return value
     if annotation is Path:
         if not isinstance(value, (str, os.PathLike)):
-            raise _fail(source, key, f"expected a path, got {value!r}")
+            raise _fail(source, key, f"expected a path, got {show_value(value)}")
         return Path(value)
     raise _fail(source, key, f"unsupported field type {annotation!r}")  # pragma: no cover - a programming error
 
@@ -103,15 +123,17 @@ def load_dataclass(cls: type[T], mapping: dict[str, Any] | None, source: str = "
     """Build ``cls`` from ``mapping``; missing keys take their defaults, unknown keys are errors."""
     mapping = mapping or {}
     if not isinstance(mapping, dict):
-        raise _fail(source, prefix.rstrip("."), f"expected a mapping, got {mapping!r}")
+        raise _fail(source, prefix.rstrip("."), f"expected a mapping, got {show_value(mapping)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     values = {}
     for key, value in mapping.items():
         if key not in fields:
-            hint = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = difflib.get_close_matches(_name(key), list(fields), n=1)
             suggestion = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
-            raise ConfigError(f"{source}: unknown key '{prefix}{key}'{suggestion}; allowed here: {', '.join(fields)}")
+            raise ConfigError(
+                f"{source}: unknown key '{prefix}{_name(key)}'{suggestion}; allowed here: {', '.join(fields)}"
+            )
         values[key] = _convert(value, hints[key], source, f"{prefix}{key}")
     missing = [
         f"{prefix}{name}"
@@ -140,7 +162,10 @@ def apply_overrides(mapping: dict[str, Any], overrides: list[str]) -> dict[str, 
             if not isinstance(child, dict):
                 raise ConfigError(f"override {override!r}: {part!r} is not a section")
             node = child
-        node[last] = yaml.safe_load(text) if text.strip() else None
+        try:
+            node[last] = yaml.safe_load(text) if text.strip() else None
+        except (yaml.YAMLError, ValueError, RecursionError) as error:
+            raise ConfigError(f"override {override!r}: the value is not valid YAML ({error})") from error
     return result
 
 
@@ -151,7 +176,9 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ConfigError(f"{path}: cannot read ({error.strerror or error})") from error
-    except yaml.YAMLError as error:
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({error})") from error
+    except (yaml.YAMLError, ValueError, RecursionError) as error:  # an integer too long, nesting too deep
         raise ConfigError(f"{path}: not valid YAML ({error})") from error
     if data is None:
         return {}

@@ -6,6 +6,7 @@ Examples::
     python -m yolov3.detect --model yolov3 --weights yolov3.weights --source "data/*.jpg" --coco91 --conf 0.001
     python -m yolov3.detect --weights runs/train/best.pt --source img/    # a checkpoint names model and classes
     python -m yolov3.detect --weights best.pt --source a.jpg b.jpg clip.mp4 --output darknet
+    python -m yolov3.detect --weights model-int8.onnx --source img/   # ONNX Runtime; model.yolov3c works too
 
 ``--source`` takes several image files, folders, globs and video files (.mp4, .avi, .mov, .mkv). Darknet
 ``.weights`` get Darknet's own preprocessing (``letterbox_image``) and output (every class over ``--conf`` per
@@ -38,8 +39,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from yolov3.darknet.cfg import CfgError
 from yolov3.darknet.weights_file import WeightsFileError
 from yolov3.data.image_io import ImageReadError, read_image_rgb
+from yolov3.evaluation.dataset_gt import coco_detections
 from yolov3.inference.draw import draw_detections
-from yolov3.inference.model_loading import is_checkpoint_file, load_inference_model
+from yolov3.inference.model_loading import load_inference_model
 from yolov3.inference.postprocess import OUTPUT_MODES
 from yolov3.inference.precision import PRECISIONS
 from yolov3.inference.predictor import Predictor
@@ -127,23 +129,6 @@ def yolo_label_lines(
     return lines
 
 
-def coco_results(detections: dict[str, torch.Tensor], image_id: int, coco91: bool = False) -> list[dict]:
-    """COCO results entries (``image_id``, ``category_id``, ``bbox`` as x, y, w, h in pixels, ``score``)."""
-    results = []
-    for (left, top, right, bottom), label, score in zip(
-        detections["boxes"].tolist(), detections["labels"].tolist(), detections["scores"].tolist(), strict=True
-    ):
-        results.append(
-            {
-                "image_id": image_id,
-                "category_id": COCO80_TO_COCO91[label] if coco91 else label,
-                "bbox": [round(left, 3), round(top, 3), round(right - left, 3), round(bottom - top, 3)],
-                "score": round(score, 6),
-            }
-        )
-    return results
-
-
 def write_image_rgb(path: Path, image_rgb: np.ndarray) -> None:
     """Write an RGB image; the format follows the suffix. Raises ``OSError`` naming the file on failure."""
     if not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
@@ -158,8 +143,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--weights",
         required=True,
-        help="a checkpoint (.pt: names its model, classes and input size) or Darknet .weights",
+        help="a checkpoint (.pt: names its model, classes and input size), a compressed .yolov3c, an ONNX graph "
+        "from python -m yolov3.export (.onnx: fp32, fp16 or int8, run by ONNX Runtime) or Darknet .weights",
     )
+    parser.add_argument("--onnx-threads", type=int, help="ONNX Runtime threads of an .onnx --weights (default: its)")
     parser.add_argument("--num-classes", type=int, help="classes of --model (default: the model's own)")
     parser.add_argument(
         "--source", required=True, nargs="+", help="images, directories, glob patterns and videos (.mp4 .avi .mov .mkv)"
@@ -232,15 +219,15 @@ def choose_preprocessing(args: argparse.Namespace, default: Preprocessing) -> Pr
 
 def build_predictor(args: argparse.Namespace) -> Predictor:
     """The model, its weights and the inference options that the arguments describe."""
-    loaded = load_inference_model(args.weights, args.cfg, args.model, args.num_classes)
+    loaded = load_inference_model(args.weights, args.cfg, args.model, args.num_classes, args.onnx_threads)
+    loaded.check_precision(args.precision)  # an ONNX graph has its own
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise DetectError(f"--device {device}: CUDA is not available on this machine")
     size = args.img_size
-    input_size = loaded.input_size if size is None else (size[0], size[-1])
-    darknet_weights = not is_checkpoint_file(Path(args.weights))
-    default = Preprocessing.from_mode("darknet", loaded.preprocessing.fill) if darknet_weights else loaded.preprocessing
-    preprocessing = choose_preprocessing(args, default)
+    input_size = loaded.input_size if size is None else loaded.check_input_size((size[0], size[-1]))
+    darknet_weights = loaded.darknet_weights  # .weights, or an ONNX graph exported from them
+    preprocessing = choose_preprocessing(args, loaded.preprocessing)  # Darknet's letterbox_image for .weights
     output = args.output or ("darknet" if darknet_weights else "standard")
     logger.info("preprocessing: %s (%s resampling); output: %s", preprocessing.mode, preprocessing.resampling, output)
     predictor = Predictor(
@@ -317,6 +304,7 @@ def run_detection(args: argparse.Namespace, predictor: Predictor, paths: list[Pa
     videos = [index for index, path in enumerate(paths) if is_video(path)]
     image_ids = dict(zip(images, assign_image_ids([paths[index] for index in images]), strict=True))
     total = len(images) + sum(count_frames(paths[index]) or 0 for index in videos)
+    category_ids = COCO80_TO_COCO91 if args.coco91 else None
     results: list[dict] = []
     done = detections_count = skipped = 0
     with logging_redirect_tqdm(), tqdm(total=total, unit="image", desc="detect", disable=None) as bar:
@@ -334,7 +322,7 @@ def run_detection(args: argparse.Namespace, predictor: Predictor, paths: list[Pa
                 write_image_rgb(out / names[index], draw_detections(image, detections, predictor.class_names))
                 label_path = labels_dir / (Path(names[index]).stem + ".txt")
                 detections_count += write_labels(label_path, detections, image.shape[:2], args.save_conf)
-                results.extend(coco_results(detections, image_ids[index], args.coco91))
+                results.extend(coco_detections(image_ids[index], detections, category_ids=category_ids, rounded=True))
                 done += 1
             bar.update(len(chunk))
         for index in videos:

@@ -3,6 +3,7 @@
 Examples::
 
     python -m yolov3.evaluate --weights logs/bccd/best.pt --data configs/bccd.yaml --split test --plots runs/eval
+    python -m yolov3.evaluate --weights model-int8.onnx --data configs/bccd.yaml   # also .yolov3c, --cfg + .weights
     python -m yolov3.evaluate --gt instances_val2017.json --detections results.json --per-class
     python -m yolov3.evaluate --gt voc2007_test.json --detections results.json --voc --voc07
     python -m yolov3.evaluate --gt ann.json --detections results.json --sweep --plots runs/eval --json-out report.json
@@ -32,7 +33,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m yolov3.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--gt", type=Path, help="COCO instances JSON (ground truth), with --detections")
     parser.add_argument("--detections", type=Path, help="COCO results JSON (detections), with --gt")
-    parser.add_argument("--weights", type=Path, help="detect with these weights (a checkpoint, or Darknet .weights)")
+    parser.add_argument(
+        "--weights", type=Path,
+        help="detect with these weights: a checkpoint, a compressed .yolov3c, an ONNX graph from python -m "
+        "yolov3.export (.onnx: fp32, fp16 or int8, run by ONNX Runtime), or Darknet .weights (with --cfg or --model)",
+    )  # fmt: skip
     parser.add_argument("--data", type=Path, help="with --weights: a dataset YAML or a training config")
     parser.add_argument("--split", choices=("train", "val", "test"), default="val", help="split of --data")
     parser.add_argument("--cfg", type=Path, help="the Darknet .cfg of Darknet --weights")
@@ -44,6 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-det", type=int, help="detections per image (default: the config's eval, else 300)")
     parser.add_argument("--batch-size", type=int, help="images per forward pass")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--onnx-threads", type=int, help="ONNX Runtime threads of an .onnx --weights (default: its)")
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -78,7 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _evaluate_weights(args: argparse.Namespace) -> dict[str, Any]:
     """Detect on a split of ``--data`` with ``--weights`` and print the same tables as the trainer's validation."""
-    loaded = load_inference_model(args.weights, args.cfg, args.model, args.num_classes)
+    loaded = load_inference_model(args.weights, args.cfg, args.model, args.num_classes, args.onnx_threads)
     settings = DatasetEvaluationSettings(
         split=args.split, image_size=args.img_size, conf_threshold=args.conf, iou_threshold=args.iou,
         max_detections=args.max_det, batch_size=args.batch_size, device=args.device, precision=args.precision,
@@ -94,7 +100,7 @@ def _evaluate_weights(args: argparse.Namespace) -> dict[str, Any]:
     print()
     print(format_voc_tables([evaluation.voc]))
     output: dict[str, Any] = {"weights": str(args.weights), "data": str(args.data), "split": args.split}
-    output["precision"] = args.precision
+    output.update(precision=args.precision, backend=loaded.backend)
     output.update(coco=report.to_dict(), voc=evaluation.voc.to_dict(), mAP50=evaluation.result.map50)
     if args.plots:
         plot_pr_curves(report, args.plots / "pr_curves.png")

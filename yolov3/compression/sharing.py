@@ -228,14 +228,19 @@ class WeightSharingCallback(TrainerCallback):
     ``AveragedModel``'s parameter lists aligned). After ``fit()``, :func:`detach_sharing` on
     ``trainer.ema.module`` (or ``trainer.raw_model``) gives the fine-tuned :class:`SharedWeights`.
 
-    Resuming such a run is not supported: the trainer loads checkpoints before callbacks run.
+    Such a run resumes (``Trainer(..., resume=True)``): the parametrization is attached before ``last.pt``
+    is loaded (:meth:`on_resume_start`), whose codebooks, assignments and optimizer state then fit.
     """
 
     def __init__(self, shared: SharedWeights) -> None:
         self.shared = shared
 
+    def on_resume_start(self, trainer: Trainer) -> None:
+        self.on_fit_start(trainer)
+
     def on_fit_start(self, trainer: Trainer) -> None:
-        attach_sharing(trainer.raw_model, self.shared)
-        if trainer.ema is not None:
-            attach_sharing(trainer.ema.module, self.shared)
+        models = [trainer.raw_model, *([trainer.ema.module] if trainer.ema is not None else [])]
+        for model in models:
+            if not any(parametrize.is_parametrized(module, "weight") for module in model.modules()):
+                attach_sharing(model, self.shared)  # once: a resumed run has it from on_resume_start
         logger.info("fine-tuning the centroids of %d shared layers", len(self.shared.layers))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import logging
 import os
 import types
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from yolov3.darknet.cfg_fork_sections import (  # noqa: F401 - re-exported
     FORK_SECTION_TYPES,
+    ContrastiveSection,
     EmptySection,
     GaussianYoloSection,
     LocalAvgpoolSection,
@@ -83,6 +85,12 @@ def _cfg_fields(kind: type[Section]) -> dict[str, dataclasses.Field]:
     return {f.metadata.get("key", f.name): f for f in dataclasses.fields(kind) if f.name not in ("line", "source")}
 
 
+@functools.cache
+def _field_types(kind: type[Section]) -> dict[str, object]:
+    """The resolved annotation of every field of ``kind`` (``typing.get_type_hints`` is most of a parse's time)."""
+    return typing.get_type_hints(kind)
+
+
 def _parse_value(text: str, annotation: object) -> object:
     """Parse a value for a field annotated ``int``, ``float``, ``str``, ``int | None`` or a tuple of those."""
     if typing.get_origin(annotation) is tuple:
@@ -99,7 +107,8 @@ def _parse_value(text: str, annotation: object) -> object:
 
 def _describe(annotation: object) -> str:
     if typing.get_origin(annotation) is tuple:
-        return f"a comma-separated list of {_describe(typing.get_args(annotation)[0])}s"
+        item = _describe(typing.get_args(annotation)[0]).split(" ", 1)[1]  # "an integer" -> "integer"
+        return f"a comma-separated list of {item}s"
     if annotation is int or int in typing.get_args(annotation):
         return "an integer"
     return "a number" if annotation is float else "a word"
@@ -165,7 +174,7 @@ def _build_section(
 ) -> Section:
     """One section from its options; training-only keys are appended to ``ignored`` instead."""
     fields = _cfg_fields(kind)
-    hints = typing.get_type_hints(kind)
+    hints = _field_types(kind)
     values: dict[str, object] = {}
     for key, (text, key_line) in options.items():
         verdict = None if key in fields else classify_key(kind.KIND, key, text)

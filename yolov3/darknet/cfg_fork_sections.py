@@ -164,6 +164,23 @@ class EmptySection(Section):
     ALIASES = ("silence",)
 
 
+@dataclass(kw_only=True)
+class ContrastiveSection(Section):
+    """``[contrastive]``: the fork's contrastive-embedding loss (``yolov4-tiny_contrastive.cfg``). It has no
+    ``.weights`` and its forward returns at once outside training (``forward_contrastive_layer``), so here it
+    passes its input through; ``yolo_layer`` must name a [yolo] layer, as Darknet requires."""
+
+    KIND = "contrastive"
+    ALWAYS_WRITTEN = ("yolo_layer",)
+
+    classes: int = 1000
+    yolo_layer: int = 0
+    temperature: float = 1.0
+    cls_normalizer: float = 1.0
+    max_delta: float = 3.4028234663852886e38  # FLT_MAX
+    contrastive_neg_max: int = 3
+
+
 FORK_SECTION_TYPES: tuple[type[Section], ...] = (
     RegionSection,
     GaussianYoloSection,
@@ -173,4 +190,5 @@ FORK_SECTION_TYPES: tuple[type[Section], ...] = (
     ScaleChannelsSection,
     LocalAvgpoolSection,
     EmptySection,
+    ContrastiveSection,
 )

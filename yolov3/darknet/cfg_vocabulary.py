@@ -111,7 +111,6 @@ REFUSED_SECTIONS: dict[str, str] = {
     "lrn": "local response normalization is not implemented",
     "normalization": "local response normalization is not implemented",
     "batchnorm": "standalone batch-norm layers are not implemented",
-    "contrastive": "contrastive (self-supervised) training layers are not implemented",
     "implicit": "YOLOR implicit layers are not implemented",
 }
 

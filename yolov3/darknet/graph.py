@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from yolov3.darknet.cfg import (
     AvgpoolSection,
+    ContrastiveSection,
     ConvolutionalSection,
     DarknetCfg,
     GaussianYoloSection,
@@ -28,6 +29,10 @@ from yolov3.darknet.cfg import (
 )
 
 MAX_CONV_WEIGHTS = 1 << 28  # 1 GiB of float32 in one layer: more is a typo, not a network
+# Values in one layer's output for one image: PyTorch's kernels index with 32-bit integers beyond this.
+MAX_LAYER_VALUES = (1 << 31) - 1
+# A [reorg] builds a gather index of its C*H*W values (int64) when the model is built.
+MAX_REORG_VALUES = 1 << 26
 
 HEAD_SECTIONS = (YoloSection, RegionSection)  # GaussianYoloSection is a YoloSection
 
@@ -125,6 +130,11 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
             shape = other
         elif isinstance(section, ReorgSection):
             stride = section.stride
+            if channels * rows * columns > MAX_REORG_VALUES:
+                raise section.error(
+                    f"reorders a {channels}x{rows}x{columns} input of {channels * rows * columns:,} values; "
+                    f"allowed: at most {MAX_REORG_VALUES:,} (a smaller [net] width and height)"
+                )
             if section.reverse:
                 if channels % (stride * stride):
                     raise section.error(f"{channels} channels are not divisible by stride*stride={stride * stride}")
@@ -153,6 +163,10 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
             input_shape = shapes[0]
         elif isinstance(section, UpsampleSection):
             shape = (channels, rows * section.stride, columns * section.stride)
+        elif isinstance(section, ContrastiveSection):  # passes its input through; must name a [yolo] layer
+            target = _resolve(section, index, section.yolo_layer, "yolo_layer") if section.yolo_layer else -1
+            if target < 0 or type(nodes[target].section) is not YoloSection:
+                raise section.error(f"yolo_layer={section.yolo_layer} must refer to a [yolo] layer, as in Darknet")
         elif isinstance(section, MaxpoolSection):
             rows, columns = ((size + section.padding - section.size) // section.stride + 1 for size in (rows, columns))
             shape = (channels, rows, columns)
@@ -169,5 +183,10 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
                 )
         if min(shape) < 1:
             raise section.error(f"output shape {shape} is empty for a {width}x{height} input")
+        if shape[0] * shape[1] * shape[2] > MAX_LAYER_VALUES:
+            raise section.error(
+                f"output shape {shape} holds {shape[0] * shape[1] * shape[2]:,} values per image for a "
+                f"{width}x{height} input; allowed: at most {MAX_LAYER_VALUES:,}"
+            )
         nodes.append(LayerNode(index, section, sources, input_shape, shape))
     return nodes

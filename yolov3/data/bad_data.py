@@ -4,7 +4,9 @@ Every dataset format uses one :class:`BadDataPolicy` for these cases (the ``kind
 :meth:`BadDataPolicy.counts` and of ``dataset.bad_data_report()``):
 
 - ``unreadable_image``: missing, unreadable, corrupt or truncated image. ``skip`` drops it (at scan time when
-  the header cannot be read; on access the dataset returns the next readable sample instead).
+  the header cannot be read; on access the dataset returns the next readable sample instead). Found on access,
+  it is warned and counted once per file in the main process, DataLoader workers included
+  (:class:`UnreadableImages`).
 - ``malformed_label``: a label line or file that does not parse (wrong field count, not a number, broken XML).
   ``skip`` drops the line (the rest of the file is kept).
 - ``unknown_class``: a class index or name that is not in the dataset's names. ``skip`` drops the box.
@@ -25,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -120,7 +122,8 @@ class BadDataPolicy:
         names box ``i`` for messages (file and line). Non-finite and zero-area boxes, and boxes entirely
         outside, are problems; boxes partly outside are clipped and counted.
         """
-        boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)  # (M, 4)
+        with np.errstate(over="ignore"):  # beyond float32: infinite, reported as not finite below
+            boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)  # (M, 4)
         height, width = image_size
         keep = np.ones(len(boxes), dtype=bool)
         finite = np.isfinite(boxes).all(axis=1)
@@ -154,6 +157,38 @@ class BadDataPolicy:
                 f"image; clipped to {_format_box(clipped[index])}",
             )
         return clipped, keep
+
+
+class UnreadableImages:
+    """Images found unreadable while samples are loaded, warned and counted once per file.
+
+    DataLoader workers are separate processes, so a dataset there cannot warn once per file or keep the count:
+    it attaches ``(path, reason)`` to the sample it returns instead (``DetectionSample.image_problems``, then
+    ``Batch.image_problems``), and the main process reports every batch's problems here
+    (:class:`~yolov3.data.loader.DetectionLoader` does). A file is warned and counted in the dataset's
+    ``bad_data`` policy (``unreadable_image``) the first time, however often it is drawn (mosaic draws four
+    images per sample) and whichever process read it; :meth:`end_epoch` gives the number of different
+    unreadable files met since the last call.
+    """
+
+    def __init__(self, policy: BadDataPolicy) -> None:
+        self.policy = policy
+        self.files: set[str] = set()
+        self._epoch_files: set[str] = set()
+
+    def report(self, problems: Iterable[tuple[str, str]]) -> None:
+        """``(path, reason)`` pairs met while loading; new files are warned and counted."""
+        for path, reason in problems:
+            self._epoch_files.add(path)
+            if path not in self.files:
+                self.files.add(path)
+                self.policy.image_problem(ImageReadError(path, reason))
+
+    def end_epoch(self) -> int:
+        """How many different unreadable files were met since the last call (and start counting again)."""
+        count = len(self._epoch_files)
+        self._epoch_files.clear()
+        return count
 
 
 def _format_box(box: np.ndarray) -> str:

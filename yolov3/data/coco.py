@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -20,25 +22,91 @@ from pycocotools.coco import COCO
 from torchvision.ops import box_convert
 from tqdm import tqdm
 
-from yolov3.data.bad_data import BadDataPolicy
-from yolov3.data.detection_dataset import DetectionDataset, ImageRecord
+from yolov3.data.bad_data import BadDataError, BadDataPolicy
+from yolov3.data.detection_dataset import MAX_IMAGE_SIDE, DetectionDataset, ImageRecord
 
 LOGGER = logging.getLogger(__name__)
 
 
-def load_coco(annotation_file: str | os.PathLike) -> COCO:
-    """pycocotools ``COCO`` with its progress prints sent to the log; errors name the file."""
+# For each section: the keys pycocotools indexes an entry by (integers), and the other keys this reader needs.
+ENTRY_KEYS = {
+    "images": (("id",), ("file_name", "height", "width")),
+    "annotations": (("id", "image_id", "category_id"), ()),
+    "categories": (("id",), ("name",)),
+}
+MAX_ID = 2**63 - 1  # ids are stored as int64
+
+
+def load_coco(annotation_file: str | os.PathLike, bad_data: BadDataPolicy | None = None) -> COCO:
+    """pycocotools ``COCO`` of a checked instances file; its progress prints go to the log.
+
+    A file that is not JSON, not an object or whose ``images`` / ``annotations`` / ``categories`` are not lists
+    raises :class:`BadDataError` under either policy. An entry pycocotools cannot index (not an object, an ``id``
+    that is not an integer; an image without a file name or a positive size; a category without a name) is a
+    ``malformed_label`` problem: left out under ``skip``.
+    """
     path = Path(annotation_file)
+    bad_data = bad_data or BadDataPolicy()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: COCO annotation file not found")
-    printed = io.StringIO()
     try:
-        with contextlib.redirect_stdout(printed):
-            coco = COCO(str(path))
-    except (ValueError, KeyError, TypeError, AssertionError) as error:
-        raise ValueError(f"{path}: not a COCO instances file ({type(error).__name__}: {error})") from error
+        data = json.loads(path.read_bytes())
+    except OSError as error:
+        raise BadDataError("malformed_label", f"{path}: cannot read ({error.strerror or error})") from error
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise BadDataError("malformed_label", f"{path}: not a COCO instances file: not valid JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise BadDataError(
+            "malformed_label",
+            f"{path}: not a COCO instances file: the top level is a {type(data).__name__}; expected an object "
+            "with images, annotations and categories",
+        )
+    for section in ENTRY_KEYS:
+        entries = data.get(section, [])
+        if not isinstance(entries, list):
+            raise BadDataError(
+                "malformed_label", f"{path}: {section} is a {type(entries).__name__}; expected a list of objects"
+            )
+        data[section] = [
+            entry for index, entry in enumerate(entries) if _entry_ok(path, section, index, entry, bad_data)
+        ]
+    coco = COCO()
+    coco.dataset = data
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        coco.createIndex()
     LOGGER.debug("%s", printed.getvalue().strip())
     return coco
+
+
+def _entry_ok(path: Path, section: str, index: int, entry: object, bad_data: BadDataPolicy) -> bool:
+    """Whether ``data[section][index]`` can be indexed and read; a problem is reported when it cannot."""
+    ids, fields = ENTRY_KEYS[section]
+    where = f"{path}: {section}[{index}]"
+    if not isinstance(entry, dict):
+        bad_data.problem("malformed_label", f"{where} is {_short(entry)}; expected an object")
+        return False
+    for key in (*ids, *fields):
+        value = entry.get(key)
+        if key in ids:
+            valid, expected = _is_integer(value, -MAX_ID, MAX_ID), "an integer"
+        elif key in ("height", "width"):
+            valid, expected = _is_integer(value, 1, MAX_IMAGE_SIDE), f"an integer in 1..{MAX_IMAGE_SIDE:,}"
+        else:
+            valid, expected = isinstance(value, str) and value != "", "a non-empty string"
+        if not valid:
+            bad_data.problem("malformed_label", f"{where}: {key} is {_short(value)}; expected {expected}")
+            return False
+    return True
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_integer(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 class CocoDataset(DetectionDataset):
@@ -56,7 +124,7 @@ class CocoDataset(DetectionDataset):
         self.images_dir = Path(images_dir)
         self.annotation_file = Path(annotation_file)
         self.include_crowd = include_crowd
-        self.coco = load_coco(self.annotation_file)
+        self.coco = load_coco(self.annotation_file, bad_data)
         categories = sorted(self.coco.loadCats(self.coco.getCatIds()), key=lambda category: category["id"])
         self.label_to_category_id: tuple[int, ...] = tuple(int(category["id"]) for category in categories)
         self.category_id_to_label: dict[int, int] = {cid: label for label, cid in enumerate(self.label_to_category_id)}
@@ -85,7 +153,7 @@ class CocoDataset(DetectionDataset):
                     f"{location.format(annotation.get('id'))}: category_id {annotation.get('category_id')!r} "
                     f"is not in the categories {list(self.label_to_category_id)}",
                 )
-            elif not _is_box(annotation.get("bbox")):
+            elif _box(annotation.get("bbox")) is None:
                 bad_data.problem(
                     "malformed_label",
                     f"{location.format(annotation.get('id'))}: bbox {annotation.get('bbox')!r}; "
@@ -93,7 +161,8 @@ class CocoDataset(DetectionDataset):
                 )
             else:
                 known.append(annotation)
-        boxes_xywh = torch.tensor([a["bbox"] for a in known], dtype=torch.float64).reshape(-1, 4)  # (M, 4) x, y, w, h
+        boxes_xywh = torch.tensor([_box(a["bbox"]) for a in known], dtype=torch.float64)
+        boxes_xywh = boxes_xywh.reshape(-1, 4)  # (M, 4) x, y, w, h
         boxes = box_convert(boxes_xywh, "xywh", "xyxy").numpy()
         boxes, keep = bad_data.check_boxes(boxes, size, lambda index: location.format(known[index].get("id")))
         labels = np.array([self.category_id_to_label[a["category_id"]] for a in known], dtype=np.int64)
@@ -108,9 +177,10 @@ class CocoDataset(DetectionDataset):
         )
 
 
-def _is_box(value: object) -> bool:
-    return (
-        isinstance(value, (list, tuple))
-        and len(value) == 4
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    )
+def _box(value: object) -> list[float] | None:
+    """``[x, y, width, height]`` as floats (infinite where a huge integer overflows), or None if not 4 numbers."""
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return None
+    return [float(v) if isinstance(v, float) or abs(v) < 2**1000 else math.copysign(math.inf, v) for v in value]

@@ -6,7 +6,9 @@ The batch convention, used by the loss and evaluation alike:
 - ``targets`` (N, 6) float = (image index in batch, class, cx, cy, w, h), box coordinates normalized
   to 0..1 by the batch's W and H; N is the total number of boxes (0 when no image has any);
 - per image, in batch order: ``paths``, ``image_ids``, ``original_sizes`` (height, width) as read from
-  disk, and ``letterboxes`` (:class:`~yolov3.data.letterbox.Letterbox`) to map predictions back.
+  disk, and ``letterboxes`` (:class:`~yolov3.data.letterbox.Letterbox`) to map predictions back;
+- ``image_problems``: ``(path, reason)`` of the unreadable images skipped while loading the batch (each once),
+  reported in the main process by :class:`~yolov3.data.loader.DetectionLoader`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Batch:
     image_ids: list[int]
     original_sizes: list[tuple[int, int]]  # (height, width) per image
     letterboxes: list[Letterbox]
+    image_problems: tuple[tuple[str, str], ...] = ()
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -66,4 +69,5 @@ def collate_detections(samples: Sequence[TransformedSample]) -> Batch:
         image_ids=[sample.image_id for sample in samples],
         original_sizes=[sample.original_size for sample in samples],
         letterboxes=[sample.letterbox for sample in samples],
+        image_problems=tuple(dict.fromkeys(problem for sample in samples for problem in sample.image_problems)),
     )

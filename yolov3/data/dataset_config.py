@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from yolov3.config_loading import ConfigError, apply_overrides, load_dataclass, load_yaml
+from yolov3.config_loading import ConfigError, apply_overrides, load_dataclass, load_yaml, show_value
 from yolov3.data.bad_data import BadDataPolicy
 from yolov3.data.coco import CocoDataset
 from yolov3.data.detection_dataset import DetectionDataset
@@ -115,7 +115,7 @@ class DatasetConfig:
         return ()
 
 
-def _normalize_split(value: Any, dataset_format: str) -> Any:
+def _normalize_split(value: Any, dataset_format: Any) -> Any:
     if isinstance(value, (str, os.PathLike)):
         return {"sets": [str(value)]} if dataset_format == "voc" else {"images": str(value)}
     if isinstance(value, list) and dataset_format == "voc":
@@ -137,17 +137,21 @@ def normalize_dataset_mapping(mapping: dict[str, Any], source: str) -> dict[str,
         mapping["root"] = mapping.pop("path")
     names = mapping.get("names")
     if isinstance(names, dict):
-        indices = sorted(names)
-        if indices != list(range(len(names))):
-            raise ConfigError(f"{source}: names: mapping keys must be 0..{len(names) - 1}, got {indices}")
-        mapping["names"] = [names[index] for index in indices]
+        indices = list(names)
+        integers = all(isinstance(index, int) and not isinstance(index, bool) for index in indices)
+        if not integers or set(indices) != set(range(len(names))):
+            raise ConfigError(
+                f"{source}: names: mapping keys must be the class indices 0..{len(names) - 1}, "
+                f"got {', '.join(map(show_value, indices))}"
+            )
+        mapping["names"] = [names[index] for index in range(len(names))]
     if "nc" in mapping:
         count = mapping.pop("nc")
         if isinstance(mapping.get("names"), list) and count != len(mapping["names"]):
-            raise ConfigError(f"{source}: nc: {count} does not match the {len(mapping['names'])} names")
+            raise ConfigError(f"{source}: nc: {show_value(count)} does not match the {len(mapping['names'])} names")
     for split in SPLITS:
         if split in mapping:
-            mapping[split] = _normalize_split(mapping[split], str(mapping.get("format")))
+            mapping[split] = _normalize_split(mapping[split], mapping.get("format"))
     return mapping
 
 

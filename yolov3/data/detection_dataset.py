@@ -9,11 +9,14 @@ arrays (so DataLoader workers do not copy thousands of small Python objects) and
 - ``dataset.record(i)`` -> :class:`ImageRecord` (everything but the pixels);
 - ``dataset.class_names``, ``len(dataset)``, ``dataset.bad_data_report()``.
 
-Unreadable images under the ``skip`` policy: ``dataset[i]`` logs and counts the failure, remembers the
-index, and returns the next readable sample (``i + 1``, ``i + 2``, ... wrapping around), so a DataLoader
-worker never crashes on one bad file; the returned ``sample.path`` tells which image it is. When no image
-can be read, it raises ``RuntimeError``. Under ``raise``, the ``ImageReadError`` propagates. Counts of
-failures seen inside DataLoader worker processes stay in those processes (they are logged there).
+Unreadable images under the ``skip`` policy: ``dataset[i]`` remembers the index and returns the next readable
+sample (``i + 1``, ``i + 2``, ... wrapping around), so a DataLoader worker never crashes on one bad file; the
+returned ``sample.path`` tells which image it is, and ``sample.image_problems`` lists the ``(path, reason)`` of
+the unreadable images skipped on the way. In the main process the dataset reports them at once to
+``dataset.unreadable_images`` (:class:`~yolov3.data.bad_data.UnreadableImages`: a warning and a count per
+file); in a DataLoader worker it only attaches them, and the loader reports them in the main process. When no
+image can be read, it raises :class:`NoReadableImageError` (a ``RuntimeError``). Under ``raise``, the
+``ImageReadError`` propagates.
 """
 
 from __future__ import annotations
@@ -23,13 +26,19 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import torch.utils.data
 from torch.utils.data import Dataset
 
-from yolov3.data.bad_data import BadDataPolicy, find_truncation
+from yolov3.data.bad_data import BadDataPolicy, UnreadableImages, find_truncation
 from yolov3.data.image_io import ImageReadError, read_image_rgb
 from yolov3.data.sample import DetectionSample
 
 EXIF_ORIENTATION_TAG = 0x0112
+MAX_IMAGE_SIDE = 2**31 - 1  # the largest width or height any image format stores (PNG's)
+
+
+class NoReadableImageError(RuntimeError):
+    """Every image of a dataset failed to load (each was reported as ``unreadable_image``)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,8 @@ class DetectionDataset(Dataset[DetectionSample]):
         self._sizes = np.array([r.size for r in records], dtype=np.int64).reshape(-1, 2)  # (N, 2) height, width
         self._image_ids = np.array([r.image_id for r in records], dtype=np.int64)
         self._paths = np.array([str(r.path) for r in records], dtype=np.str_)
-        self._unreadable: set[int] = set()
+        self._unreadable: dict[int, str] = {}  # index -> why it cannot be read
+        self.unreadable_images = UnreadableImages(bad_data)
         if len(self._labels) and (self._labels.min() < 0 or self._labels.max() >= len(self.class_names)):
             raise ValueError(f"{source}: labels must lie in 0..{len(self.class_names) - 1}")
 
@@ -100,16 +110,31 @@ class DetectionDataset(Dataset[DetectionSample]):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} images")
         index %= len(self)
+        problems: list[tuple[str, str]] = []
         for attempt in range(len(self)):
             candidate = (index + attempt) % len(self)
-            if candidate in self._unreadable:
-                continue
-            try:
-                return self._load(candidate)
-            except ImageReadError as error:
-                self._unreadable.add(candidate)
-                self.bad_data.image_problem(error)
-        raise RuntimeError(f"{self.source}: none of the {len(self)} images can be read (see the warnings above)")
+            if candidate not in self._unreadable:
+                try:
+                    sample = self._load(candidate)
+                except ImageReadError as error:
+                    if self.bad_data.mode == "raise":
+                        raise
+                    self._unreadable[candidate] = error.reason
+                else:
+                    sample.image_problems = tuple(problems)
+                    self._report(problems)
+                    return sample
+            problems.append((str(self._paths[candidate]), self._unreadable[candidate]))
+        self._report(problems)
+        path, reason = problems[0]
+        raise NoReadableImageError(
+            f"{self.source}: none of the {len(self)} images can be read (the first: {path}: {reason})"
+        )
+
+    def _report(self, problems: list[tuple[str, str]]) -> None:
+        """Warn and count now in the main process; a DataLoader worker leaves it to the loader."""
+        if problems and torch.utils.data.get_worker_info() is None:
+            self.unreadable_images.report(problems)
 
     def _load(self, index: int) -> DetectionSample:
         record = self.record(index)

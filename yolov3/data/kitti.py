@@ -45,7 +45,8 @@ class KittiDataset(DetectionDataset):
             raise FileNotFoundError(f"{self.images_dir}: KITTI images folder not found")
         image_paths = list_images(self.images_dir)
         if list_file is not None:
-            wanted = {line.strip() for line in Path(list_file).read_text().splitlines() if line.strip()}
+            text = Path(list_file).read_text(errors="surrogateescape")  # stems as the file system spells them
+            wanted = {line.strip() for line in text.splitlines() if line.strip()}
             image_paths = [path for path in image_paths if path.stem in wanted]
             missing = wanted - {path.stem for path in image_paths}
             for stem in sorted(missing):
@@ -57,16 +58,22 @@ class KittiDataset(DetectionDataset):
             except ImageReadError as error:
                 bad_data.image_problem(error)
                 continue
-            boxes, labels = self._read_labels(self.labels_dir / f"{image_path.stem}.txt", size, bad_data)
-            records.append(ImageRecord(image_path, len(records), size, boxes, labels))
+            read = self._read_labels(self.labels_dir / f"{image_path.stem}.txt", size, bad_data)
+            if read is not None:
+                records.append(ImageRecord(image_path, len(records), size, *read))
         super().__init__(records, class_names, bad_data, str(self.labels_dir))
         bad_data.log_summary(str(self.labels_dir))
 
     def _read_labels(
         self, label_path: Path, size: tuple[int, int], bad_data: BadDataPolicy
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(boxes, labels) of one image; None when its label file cannot be read (the image is skipped)."""
         boxes, labels, line_numbers = [], [], []
-        text = label_path.read_text() if label_path.is_file() else ""
+        try:  # a BOM is dropped, a bad byte fails its line
+            text = label_path.read_text(encoding="utf-8-sig", errors="replace") if label_path.is_file() else ""
+        except OSError as error:
+            bad_data.problem("malformed_label", f"{label_path}: cannot read ({error.strerror or error}); image skipped")
+            return None
         for line_number, line in enumerate(text.splitlines(), start=1):
             fields = line.split()
             where = f"{label_path}:{line_number}"
@@ -94,6 +101,6 @@ class KittiDataset(DetectionDataset):
             boxes.append(box)
             labels.append(self._class_index[fields[0]])
             line_numbers.append(line_number)
-        boxes_array = np.array(boxes, dtype=np.float32).reshape(-1, 4)  # (M, 4) xyxy
+        boxes_array = np.array(boxes, dtype=np.float64).reshape(-1, 4)  # (M, 4) xyxy
         boxes_array, keep = bad_data.check_boxes(boxes_array, size, lambda index: f"{label_path}:{line_numbers[index]}")
         return boxes_array[keep], np.array(labels, dtype=np.int64)[keep]

@@ -6,6 +6,10 @@ a :class:`~yolov3.data.multiscale.MultiScaleBatchSampler` over an epoch-seeded s
 (``DistributedSampler``; pass your own for DDP). Call ``loader.batch_sampler.set_epoch(epoch)`` before each
 epoch, as with ``DistributedSampler``.
 
+Both loaders are :class:`DetectionLoader`: the main process reports the unreadable images each batch carries to
+the dataset's :class:`~yolov3.data.bad_data.UnreadableImages` (one warning and one count per file, whichever
+worker read it), and :func:`end_epoch_unreadable_images` gives the per-epoch total for the log and TensorBoard.
+
 Reproducibility: the loader's generator is seeded with ``seed``; each worker (kept alive across epochs)
 reseeds every random generator of its dataset copy from ``torch.initial_seed()`` (the loader's base seed
 plus the worker id) in :func:`seed_worker`, and in-process loading (``workers=0``) starts from ``seed``.
@@ -16,13 +20,14 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 
-from yolov3.data.collate import collate_detections
+from yolov3.data.bad_data import BadDataPolicy, UnreadableImages
+from yolov3.data.collate import Batch, collate_detections
 from yolov3.data.mosaic import MosaicDataset
 from yolov3.data.multiscale import MultiScaleBatchSampler, MultiScaleConfig
 from yolov3.data.transforms import AugmentConfig, DetectionTransform, TransformedSample
@@ -66,6 +71,46 @@ class TransformedDataset(Dataset):
         return self.transform(sample, size)
 
 
+class DetectionLoader(DataLoader):
+    """A DataLoader of :class:`~yolov3.data.collate.Batch` that reports the unreadable images its batches carry
+    to ``unreadable_images`` (the underlying dataset's, found through ``.dataset`` wrappers), in this process."""
+
+    def __init__(self, dataset: Dataset, **options: object) -> None:
+        super().__init__(dataset, **options)
+        self.unreadable_images = find_unreadable_images(dataset)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in super().__iter__():
+            self.unreadable_images.report(batch.image_problems)
+            yield batch
+
+
+def find_unreadable_images(dataset: Dataset) -> UnreadableImages:
+    """The ``unreadable_images`` of ``dataset`` or of the dataset it wraps (transforms, mosaic, ``Subset``)."""
+    while dataset is not None:
+        if isinstance(getattr(dataset, "unreadable_images", None), UnreadableImages):
+            return dataset.unreadable_images
+        dataset = getattr(dataset, "dataset", None)
+    return UnreadableImages(BadDataPolicy())
+
+
+def end_epoch_unreadable_images(loader: Iterable, epoch: int) -> dict[str, float]:
+    """The TensorBoard scalar ``data/unreadable_images``: different unreadable files met since the last call
+    (an epoch), also logged when there are any; empty for a loader that is not a :class:`DetectionLoader`."""
+    unreadable = getattr(loader, "unreadable_images", None)
+    if not isinstance(unreadable, UnreadableImages):
+        return {}
+    count = unreadable.end_epoch()
+    if count:
+        logger.warning(
+            "epoch %d: %d unreadable image(s) skipped (%d different in this run; see the bad-data warnings)",
+            epoch,
+            count,
+            len(unreadable.files),
+        )
+    return {"data/unreadable_images": float(count)}
+
+
 def seed_worker(worker_id: int) -> None:
     """``worker_init_fn``: seed Python, NumPy and the dataset's generators from this worker's torch seed."""
     seed = torch.initial_seed() % 2**32  # the loader's base seed + worker_id
@@ -107,7 +152,7 @@ def build_train_loader(
     image_size: int = 416,
     sampler: Sampler[int] | None = None,
     drop_last: bool = True,
-) -> DataLoader:
+) -> DetectionLoader:
     """Shuffled, augmented, multi-scale batches (:class:`~yolov3.data.collate.Batch`) of ``dataset``.
 
     ``sampler`` defaults to a one-replica ``DistributedSampler`` (an epoch-seeded shuffle); give a
@@ -126,7 +171,7 @@ def build_train_loader(
         multiscale.sizes(image_size),
         workers,
     )
-    return DataLoader(
+    return DetectionLoader(
         build_train_dataset(dataset, augment, image_size, seed),
         batch_sampler=batch_sampler,
         **_loader_options(workers, seed),
@@ -141,11 +186,11 @@ def build_val_loader(
     image_size: int = 416,
     sampler: Sampler[int] | None = None,
     seed: int = 0,
-) -> DataLoader:
+) -> DetectionLoader:
     """Letterboxed batches of ``dataset`` in order at the fixed ``image_size``; only ``augment.normalization``
     (and its border fill) is used. Give a ``DistributedSampler(dataset, shuffle=False)`` under DDP."""
     transformed = TransformedDataset(dataset, DetectionTransform(augment, train=False), image_size, seed)
-    return DataLoader(
+    return DetectionLoader(
         transformed,
         batch_size=batch_size,
         sampler=SequentialSampler(dataset) if sampler is None else sampler,

@@ -63,6 +63,7 @@ def _concatenate(samples: Sequence[DetectionSample], image: np.ndarray, boxes: l
         path=first.path,
         iscrowd=np.concatenate([sample.iscrowd for sample in samples]),
         difficult=np.concatenate([sample.difficult for sample in samples]),
+        image_problems=tuple(problem for sample in samples for problem in sample.image_problems),
     )
 
 
@@ -181,4 +182,5 @@ def _select(sample: DetectionSample, keep: np.ndarray) -> DetectionSample:
         path=sample.path,
         iscrowd=sample.iscrowd[keep],
         difficult=sample.difficult[keep],
+        image_problems=sample.image_problems,
     )

@@ -13,7 +13,8 @@ class DetectionSample:
 
     ``boxes_xyxy`` (M, 4) float32 in pixels of ``image`` (H, W, 3 uint8 RGB); ``labels`` (M,) int64
     contiguous class indices 0..C-1; ``iscrowd`` and ``difficult`` (M,) bool mark boxes that count for
-    evaluation only (COCO crowd regions, VOC difficult objects).
+    evaluation only (COCO crowd regions, VOC difficult objects). ``image_problems`` lists the ``(path, reason)``
+    of unreadable images skipped to make this sample (they travel with it out of DataLoader workers).
     """
 
     image: np.ndarray
@@ -23,6 +24,7 @@ class DetectionSample:
     path: str = ""
     iscrowd: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     difficult: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    image_problems: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         self.boxes_xyxy = np.asarray(self.boxes_xyxy, dtype=np.float32).reshape(-1, 4)

@@ -216,6 +216,7 @@ class TransformedSample:
     image_id: int
     original_size: tuple[int, int]  # (height, width) of the image as read from disk
     letterbox: Letterbox  # placement of the (augmented) image in the network input
+    image_problems: tuple[tuple[str, str], ...] = ()  # (path, reason) of unreadable images skipped on the way
 
 
 class DetectionTransform:
@@ -280,6 +281,7 @@ class DetectionTransform:
             image_id=sample.image_id,
             original_size=(sample.height, sample.width),
             letterbox=placement,
+            image_problems=sample.image_problems,
         )
 
 

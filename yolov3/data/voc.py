@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from yolov3.data.bad_data import BadDataPolicy
-from yolov3.data.detection_dataset import DetectionDataset, ImageRecord, read_image_size
+from yolov3.data.detection_dataset import MAX_IMAGE_SIDE, DetectionDataset, ImageRecord, read_image_size
 from yolov3.data.image_io import ImageReadError
 
 VOC_CLASSES = (
@@ -65,7 +65,8 @@ class VocDataset(DetectionDataset):
             list_file = Path(year_root) / "ImageSets" / "Main" / f"{image_set}.txt"
             if not list_file.is_file():
                 raise FileNotFoundError(f"{list_file}: VOC image set not found")
-            ids = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+            text = list_file.read_text(errors="surrogateescape")  # ids as the file system spells them
+            ids = [line.split()[0] for line in text.splitlines() if line.strip()]
             entries += [(Path(year_root), image_id) for image_id in ids]
         records = []
         for year_root, name in tqdm(entries, desc="scan VOC", disable=not progress):
@@ -80,10 +81,11 @@ class VocDataset(DetectionDataset):
         xml_path = year_root / "Annotations" / f"{name}.xml"
         try:
             root = ET.parse(xml_path).getroot()
-        except OSError as error:
-            bad_data.problem("malformed_label", f"{xml_path}: cannot read ({error.strerror or error}); image skipped")
+        except (OSError, ValueError) as error:  # ValueError: a NUL in the id, a multi-byte encoding
+            reason = getattr(error, "strerror", None) or error
+            bad_data.problem("malformed_label", f"{xml_path}: cannot read ({reason}); image skipped")
             return None
-        except ET.ParseError as error:
+        except (ET.ParseError, LookupError) as error:  # LookupError: an unknown encoding in the declaration
             bad_data.problem("malformed_label", f"{xml_path}: not valid XML ({error}); image skipped")
             return None
         image_path = find_voc_image(year_root, name)
@@ -123,7 +125,7 @@ class VocDataset(DetectionDataset):
             labels.append(self._class_index[class_name])
             difficult.append(is_difficult)
             numbers.append(number)
-        boxes_array = np.array(boxes, dtype=np.float32).reshape(-1, 4)  # (M, 4) xyxy
+        boxes_array = np.array(boxes, dtype=np.float64).reshape(-1, 4)  # (M, 4) xyxy
         boxes_array, keep = bad_data.check_boxes(
             boxes_array, size, lambda index: f"{xml_path}, object {numbers[index]}"
         )
@@ -153,9 +155,9 @@ def find_voc_image(year_root: Path, name: str) -> Path:
 
 
 def _size(root: ET.Element) -> tuple[int, int] | None:
-    """(height, width) from ``<size>``, or None when missing or zero (some VOC files have 0x0)."""
+    """(height, width) from ``<size>``, or None when missing, zero (some VOC files have 0x0) or not a size."""
     try:
         height, width = int(float(root.findtext("size/height"))), int(float(root.findtext("size/width")))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: inf
         return None
-    return (height, width) if height > 0 and width > 0 else None
+    return (height, width) if 0 < height <= MAX_IMAGE_SIDE and 0 < width <= MAX_IMAGE_SIDE else None

@@ -28,7 +28,8 @@ def find_images(images: str | os.PathLike) -> list[Path]:
     if images.is_dir():
         return sorted(path for path in images.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
     if images.is_file() and images.suffix == ".txt":
-        listed = [line.strip() for line in images.read_text().splitlines() if line.strip()]
+        text = images.read_text(errors="surrogateescape")  # paths as the file system spells them
+        listed = [line.strip() for line in text.splitlines() if line.strip()]
         return [path if path.is_absolute() else images.parent / path for path in map(Path, listed)]
     raise FileNotFoundError(f"{images}: expected a folder of images or a .txt list of image paths")
 
@@ -73,19 +74,26 @@ class YoloTxtDataset(DetectionDataset):
                 bad_data.image_problem(error)
                 continue
             label_path = label_path_for(image_path, images_root, labels)
-            boxes, labels_array = self._read_labels(label_path, size, len(class_names), bad_data)
-            records.append(ImageRecord(image_path, len(records), size, boxes, labels_array))
+            read = self._read_labels(label_path, size, len(class_names), bad_data)
+            if read is not None:
+                records.append(ImageRecord(image_path, len(records), size, *read))
         super().__init__(records, class_names, bad_data, str(images))
         bad_data.log_summary(str(images))
 
     def _read_labels(
         self, label_path: Path, size: tuple[int, int], num_classes: int, bad_data: BadDataPolicy
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(boxes, labels) of one image; None when its label file cannot be read (the image is skipped)."""
         if not label_path.is_file():
             return np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.int64)
         self.num_label_files += 1
+        try:  # a BOM is dropped, a bad byte fails its line
+            text = label_path.read_text(encoding="utf-8-sig", errors="replace")
+        except OSError as error:
+            bad_data.problem("malformed_label", f"{label_path}: cannot read ({error.strerror or error}); image skipped")
+            return None
         boxes, labels, line_numbers = [], [], []
-        for line_number, line in enumerate(label_path.read_text().splitlines(), start=1):
+        for line_number, line in enumerate(text.splitlines(), start=1):
             parsed = _parse_line(line, f"{label_path}:{line_number}", num_classes, bad_data)
             if parsed is not None:
                 labels.append(parsed[0])

@@ -1,4 +1,5 @@
-"""A dataset's annotations as COCO-format ground truth, for :func:`~yolov3.evaluation.coco.evaluate_coco`.
+"""A dataset's annotations as COCO-format ground truth, and detections as COCO results (the one converter,
+used by validation, ``evaluate --data`` and ``detect``), for :func:`~yolov3.evaluation.coco.evaluate_coco`.
 
 Category ids are the dataset's contiguous labels (0..C-1), so detections use ``category_id = label``.
 Crowd and difficult boxes are kept with their flags: COCO ignores ``iscrowd``, VOC ignores ``difficult``.
@@ -6,6 +7,7 @@ Crowd and difficult boxes are kept with their flags: COCO ignores ``iscrowd``, V
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -46,17 +48,31 @@ def coco_ground_truth(dataset: AnnotatedDataset) -> dict[str, Any]:
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-def coco_detections(image_id: int, detections: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-    """One image's detections (boxes xyxy in its pixels, scores, labels) as COCO results."""
+def coco_detections(
+    image_id: int,
+    detections: dict[str, torch.Tensor],
+    *,
+    category_ids: Sequence[int] | None = None,
+    rounded: bool = False,
+) -> list[dict[str, Any]]:
+    """One image's detections (boxes xyxy in its pixels, scores, labels) as COCO results.
+
+    ``category_id`` is the label, or ``category_ids[label]`` (e.g. COCO's 80 -> 91 ids). Evaluation keeps
+    every digit (float64); ``rounded=True`` is for results files (``detect --save-json``), the usual
+    rounding of COCO results JSON: boxes to 1/1000 pixel, scores to 6 decimals.
+    """
     boxes = detections["boxes"].detach().cpu().numpy().astype(np.float64)
     scores = detections["scores"].detach().cpu().numpy().astype(np.float64)
     labels = detections["labels"].detach().cpu().numpy()
-    return [
-        {
-            "image_id": int(image_id),
-            "category_id": int(label),
-            "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
-            "score": float(score),
-        }
-        for (x1, y1, x2, y2), score, label in zip(boxes, scores, labels, strict=True)
-    ]
+    results = []
+    for (x1, y1, x2, y2), score, label in zip(boxes, scores, labels, strict=True):
+        box = [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]
+        results.append(
+            {
+                "image_id": int(image_id),
+                "category_id": int(label) if category_ids is None else int(category_ids[int(label)]),
+                "bbox": [round(value, 3) for value in box] if rounded else box,
+                "score": round(float(score), 6) if rounded else float(score),
+            }
+        )
+    return results

@@ -4,6 +4,11 @@
 same loader, thresholds and code as the trainer's validation (:func:`yolov3.train.validate.validate`), and
 returns the same :class:`~yolov3.train.validate.ValidationResult`, so its numbers equal the trainer's for the
 same checkpoint. Given a training config, its ``data`` and ``eval`` sections supply the settings.
+
+Images are fed as the model expects: the training loader's letterbox for a model whose preprocessing is a
+letterbox with OpenCV's resize (our checkpoints), otherwise the model's own
+:class:`~yolov3.inference.preprocess.Preprocessing` (:class:`PreprocessingTransform`): Darknet ``.weights``
+get Darknet's ``letterbox_image``, as ``detect`` gives them.
 """
 
 from __future__ import annotations
@@ -14,14 +19,26 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+import torchvision.transforms.v2.functional as tvf
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
+
 from yolov3.config_loading import ConfigError, load_yaml
+from yolov3.data.collate import collate_detections
 from yolov3.data.dataset_config import DatasetConfig, build_dataset, load_dataset_config
-from yolov3.data.loader import build_val_loader
-from yolov3.data.transforms import AugmentConfig
+from yolov3.data.loader import TransformedDataset, build_val_loader
+from yolov3.data.sample import DetectionSample
+from yolov3.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AugmentConfig,
+    TransformedSample,
+    boxes_to_targets,
+)
 from yolov3.evaluation.dataset_gt import coco_ground_truth
 from yolov3.evaluation.voc import VocReport, evaluate_voc
-from yolov3.inference.model_loading import LoadedModel
+from yolov3.inference.model_loading import ONNX_RUNTIME, LoadedModel
 from yolov3.inference.precision import check_precision, prepare_for_inference
+from yolov3.inference.preprocess import Preprocessing, preprocess
 from yolov3.train.validate import ValidationResult, validate
 
 logger = logging.getLogger(__name__)
@@ -87,11 +104,58 @@ class DatasetEvaluation:
     split: str
     num_images: int
     normalization: str
-    inference: str = ""  # how the model ran: "precision bf16 (autocast, stem conv fp32), BN fused, channels_last"
+    inference: str = ""  # how the model ran: "PyTorch, precision bf16 (autocast, stem conv fp32), BN fused, ..."
+    # or "onnxruntime 1.x (CPUExecutionProvider, int8 QDQ)"
 
 
 def _pick(value: object, fallback: object) -> object:
     return fallback if value is None else value
+
+
+class PreprocessingTransform:
+    """The validation transform through :func:`~yolov3.inference.preprocess.preprocess` with a model's own
+    :class:`Preprocessing` (Darknet's ``letterbox_image``, a stretch), in place of the training letterbox."""
+
+    def __init__(self, preprocessing: Preprocessing, normalization: str = "darknet") -> None:
+        self.preprocessing, self.normalization = preprocessing, normalization
+
+    def reseed(self, seed: int) -> None:
+        """Nothing random here; :class:`~yolov3.data.loader.TransformedDataset` calls it."""
+
+    def __call__(self, sample: DetectionSample, size: tuple[int, int]) -> TransformedSample:
+        tensor, placement = preprocess(sample.image, size, self.preprocessing)  # (3, height, width) in 0..1
+        if self.normalization == "imagenet":
+            tensor = tvf.normalize(tensor, IMAGENET_MEAN, IMAGENET_STD)
+        return TransformedSample(
+            image=tensor,
+            targets=boxes_to_targets(placement.boxes_to_network(sample.boxes_xyxy), sample.labels, size),
+            path=sample.path,
+            image_id=sample.image_id,
+            original_size=(sample.height, sample.width),
+            letterbox=placement,
+        )
+
+
+def uses_training_letterbox(preprocessing: Preprocessing) -> bool:
+    """True when the training loader's validation letterbox is this preprocessing (OpenCV's resize, kept aspect)."""
+    return preprocessing.letterbox and preprocessing.resampling == "opencv"
+
+
+def evaluation_loader(
+    dataset: Dataset, augment: AugmentConfig, preprocessing: Preprocessing, batch_size: int, workers: int, size: int
+) -> DataLoader:
+    """Batches of ``dataset`` in order at ``size``: the trainer's validation loader, or ``preprocessing``'s."""
+    if uses_training_letterbox(preprocessing):
+        return build_val_loader(dataset, augment, batch_size, workers, size)
+    transformed = TransformedDataset(dataset, PreprocessingTransform(preprocessing, augment.normalization), size)
+    return DataLoader(
+        transformed,
+        batch_size=batch_size,
+        sampler=SequentialSampler(dataset),
+        num_workers=workers,
+        collate_fn=collate_detections,
+        persistent_workers=workers > 0,
+    )
 
 
 def evaluate_on_dataset(
@@ -99,6 +163,7 @@ def evaluate_on_dataset(
 ) -> DatasetEvaluation:
     """Detect on ``settings.split`` of ``source`` with ``loaded`` and score it (COCO, per class, VOC)."""
     check_precision(settings.precision)  # before the dataset is built
+    loaded.check_precision(settings.precision)  # an ONNX graph runs at its own
     dataset = build_dataset(source.dataset, settings.split, for_evaluation=True, progress=False)
     names = tuple(dataset.class_names)
     if len(names) != loaded.num_classes:
@@ -111,10 +176,16 @@ def evaluate_on_dataset(
     augment = source.augment or AugmentConfig()
     augment = replace(augment, normalization=loaded.normalization)
     image_size = int(_pick(settings.image_size, _pick(source.image_size, loaded.input_size[0])))
+    if loaded.runtime == ONNX_RUNTIME:  # a graph takes the one size it was exported at: the config's is no default
+        image_size = int(_pick(settings.image_size, loaded.input_size[0]))
+        loaded.check_input_size((image_size, image_size))  # the loader letterboxes to a square
     batch_size = int(_pick(settings.batch_size, _pick(source.batch_size, 8)))
-    batches = build_val_loader(dataset, augment, batch_size, settings.workers, image_size)
+    batches = evaluation_loader(dataset, augment, loaded.preprocessing, batch_size, settings.workers, image_size)
     ground_truth = coco_ground_truth(dataset)
-    logger.info("evaluating %s on %s (%d images) at %d px", loaded.source, settings.split, len(dataset), image_size)
+    logger.info(
+        "evaluating %s on %s (%d images) at %d px, %s preprocessing", loaded.source, settings.split, len(dataset),
+        image_size, loaded.preprocessing.mode,
+    )  # fmt: skip
     model = prepare_for_inference(loaded.model, settings.precision, settings.device)
     result = validate(
         model, batches, loaded.head_specs, ground_truth,
@@ -124,6 +195,5 @@ def evaluate_on_dataset(
         metric="coco", device=settings.device, num_sample_images=settings.num_sample_images, progress=True,
     )  # fmt: skip
     voc = evaluate_voc(ground_truth, result.detections)
-    return DatasetEvaluation(
-        result, voc, names, settings.split, len(dataset), loaded.normalization, model.settings.describe()
-    )
+    inference = loaded.backend if loaded.runtime == ONNX_RUNTIME else f"{loaded.backend}, {model.settings.describe()}"
+    return DatasetEvaluation(result, voc, names, settings.split, len(dataset), loaded.normalization, inference)

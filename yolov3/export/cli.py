@@ -9,10 +9,12 @@ Examples::
         --calibration-data data/coco.yaml --calibration-per-class 4
     python -m yolov3.export --weights best.pt --format darknet --out exported/model   # model.cfg + .weights
 
-``--weights`` is a checkpoint of ours (``.pt``; it names its model) or a Darknet ``.weights`` file with
-``--cfg`` or ``--model``. ONNX graphs take ``images`` (B, 3, H, W) float32 RGB in 0..1, letterboxed as at
-inference, with a dynamic batch; see :mod:`yolov3.export.onnx_export` for the outputs. ``--fp16`` and
-``--int8`` write the converted model at ``--out`` (inputs and outputs stay float32).
+``--weights`` is a checkpoint of ours (``.pt``; it names its model), a compressed ``.yolov3c`` file or a
+Darknet ``.weights`` file with ``--cfg`` or ``--model``. The ONNX metadata (head specs, input size,
+preprocessing, class names) lets ``evaluate`` and ``detect`` run the file (``--weights model.onnx``). ONNX
+graphs take ``images`` (B, 3, H, W) float32 RGB in 0..1, letterboxed as at inference, with a dynamic batch;
+see :mod:`yolov3.export.onnx_export` for the outputs. ``--fp16`` and ``--int8`` write the converted model at
+``--out`` (inputs and outputs stay float32).
 """
 
 from __future__ import annotations
@@ -115,7 +117,11 @@ def export_onnx_file(args: argparse.Namespace, loaded: LoadedModel) -> Path:
     out = Path(args.out)
     input_size = input_size_of(args, loaded)
     nms = NmsOptions(args.conf, args.iou, args.max_det) if args.with_nms else None
-    metadata = inference_metadata(loaded.head_specs, input_size, loaded.preprocessing, loaded.class_names, nms)
+    source_format = "darknet" if loaded.darknet_weights else "checkpoint"
+    metadata = inference_metadata(
+        loaded.head_specs, input_size, loaded.preprocessing, loaded.class_names, nms, loaded.normalization,
+        source_format,
+    )  # fmt: skip
     model, specs, dynamic, opset = loaded.model, loaded.head_specs, args.dynamic_batch, args.opset
     if not (args.fp16 or args.int8):
         export_onnx(model, specs, out, input_size, nms, dynamic, opset, metadata)
@@ -180,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:
         loaded = load_inference_model(args.weights, args.cfg, args.model, args.num_classes)
+        if loaded.runtime != "pytorch":
+            raise ExportError(f"{args.weights}: is already an ONNX graph; export a checkpoint, .yolov3c or .weights")
         if args.format == "darknet":
             header = f"Exported by `python -m yolov3.export` from {loaded.source}."
             size = None if args.img_size is None else input_size_of(args, loaded)

@@ -190,23 +190,37 @@ def inference_metadata(
     preprocessing: Preprocessing,
     class_names: Sequence[str] | None = None,
     nms: NmsOptions | None = None,
+    normalization: str = "darknet",
+    source_format: str | None = None,
 ) -> dict[str, str]:
     """What a deployment needs besides the graph, as ONNX ``metadata_props`` (JSON values).
 
-    ``head_specs`` (anchors in input pixels, stride, classes, scale_x_y per head, to decode raw heads),
-    ``input_size`` [height, width], ``preprocessing`` {letterbox, fill}, ``class_names`` when known, and
-    ``nms`` {conf_threshold, iou_threshold, max_detections} for a graph with NMS.
+    ``head_specs`` (anchors in input pixels, stride, classes, scale_x_y per head, to decode raw heads; a
+    [region], [Gaussian_yolo] or new_coords [yolo] head adds its ``kind`` and the keys that steer decoding),
+    ``input_size`` [height, width], ``preprocessing`` {letterbox, fill, resampling}, ``normalization`` (darknet:
+    RGB/255, or imagenet), ``class_names`` when known, ``nms`` {conf_threshold, iou_threshold, max_detections}
+    for a graph with NMS, and ``source_format`` (``checkpoint`` or ``darknet``: what the graph was exported from;
+    detect gives Darknet's output to Darknet weights) when given. ``evaluate --weights model.onnx`` and
+    ``detect`` read them back (:mod:`yolov3.inference.onnx_backend`).
     """
     metadata = {
-        "head_specs": json.dumps([dataclasses.asdict(spec) for spec in head_specs]),
+        "head_specs": json.dumps([_describe_head(spec) for spec in head_specs]),
         "input_size": json.dumps(list(input_size)),
         "preprocessing": json.dumps(dataclasses.asdict(preprocessing)),
+        "normalization": json.dumps(normalization),
     }
+    if source_format is not None:
+        metadata["source_format"] = json.dumps(source_format)
     if class_names is not None:
         metadata["class_names"] = json.dumps(list(class_names))
     if nms is not None:
         metadata["nms"] = json.dumps(dataclasses.asdict(nms))
     return metadata
+
+
+def _describe_head(spec: object) -> dict:
+    describe = getattr(spec, "describe", None)  # DarknetHeadSpec ([region], [Gaussian_yolo], new_coords)
+    return describe() if describe is not None else dataclasses.asdict(spec)
 
 
 def write_metadata(path: str | os.PathLike, metadata: Mapping[str, str]) -> None:

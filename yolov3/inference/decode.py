@@ -59,10 +59,18 @@ def decode_head(output: torch.Tensor, spec: YoloHeadSpec, input_size: tuple[int,
 
 
 def decode_outputs(outputs: list[torch.Tensor], specs: list[YoloHeadSpec], input_size: tuple[int, int]) -> torch.Tensor:
-    """Decode every head and concatenate them in order: (B, N, 5+C) with N = sum of A*H*W over heads."""
+    """Decode every head and concatenate them in order: (B, N, 5+C) with N = sum of A*H*W over heads.
+
+    A spec with a ``decode(output, input_size)`` method of its own (a [region], [Gaussian_yolo] or
+    new_coords [yolo] head: :class:`~yolov3.inference.region_decode.DarknetHeadSpec`) decodes its head itself.
+    """
     if len(outputs) != len(specs):
         raise ValueError(f"{len(outputs)} head outputs but {len(specs)} head specs; they must pair up one to one")
     classes = {spec.num_classes for spec in specs}
     if len(classes) != 1:
         raise ValueError(f"all heads must have the same number of classes, got {sorted(classes)}")
-    return torch.cat([decode_head(output, spec, input_size) for output, spec in zip(outputs, specs, strict=True)], 1)
+    decoded = [
+        spec.decode(output, input_size) if hasattr(spec, "decode") else decode_head(output, spec, input_size)
+        for output, spec in zip(outputs, specs, strict=True)
+    ]
+    return torch.cat(decoded, 1)

@@ -5,10 +5,20 @@
 - a checkpoint of ours (``best.pt``, written by :func:`yolov3.train.checkpoint.save_checkpoint`): it names its
   model, and carries its class names, input size and preprocessing; the EMA weights are used when present;
 - a Darknet ``.weights`` file with either its ``.cfg`` (built as :class:`~yolov3.models.Darknet`) or the name
-  of a registered model (``yolov3_tiny``; ``num_classes`` for one trained on other classes).
+  of a registered model (``yolov3_tiny``; ``num_classes`` for one trained on other classes). Its preprocessing
+  is Darknet's own ``letterbox_image`` (``Preprocessing.from_mode("darknet")``), what ``darknet detector test``
+  feeds it, so ``detect``, ``evaluate --weights`` and ``export`` (metadata, int8 calibration) all use it;
+  a channel-pruned ``pruned.cfg`` + ``pruned.weights`` loads the same way;
+- a compressed ``.yolov3c`` file (:mod:`yolov3.compression.storage`), decoded on load to the model it holds;
+- an ONNX raw-heads graph written by ``python -m yolov3.export`` (fp32, fp16 or int8), run by ONNX Runtime
+  behind the same interface (:mod:`yolov3.inference.onnx_backend`); its metadata carries the rest. Its
+  precision and input size are the graph's (:meth:`LoadedModel.check_precision`, ``check_input_size``).
 
 The result, a :class:`LoadedModel`, is everything inference and export need: the model in eval mode, its head
-specs, class names (or None), input size and preprocessing. Every error names the file and what was expected.
+specs (:class:`~yolov3.inference.region_decode.DarknetHeadSpec` for a cfg's [region], [Gaussian_yolo] and
+new_coords [yolo] heads), class names (or None), input size and preprocessing. Every error names the file and
+what was expected. ``LoadedModel.backend`` names what runs the forward pass (logged): ``PyTorch``, ``PyTorch
+(yolov3c decoded)`` or ``onnxruntime 1.x (CPUExecutionProvider, int8 QDQ)``.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from yolov3.darknet.cfg import CfgError
 from yolov3.darknet.weights_file import WeightsFileError
 from yolov3.inference.predictor import model_head_specs, model_input_size
 from yolov3.inference.preprocess import Preprocessing
+from yolov3.inference.region_decode import DarknetHeadSpec
 from yolov3.models import Darknet, create_model
 from yolov3.models.yolo_head import YoloHeadSpec
 from yolov3.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
@@ -35,6 +46,10 @@ from yolov3.train.checkpoint import CheckpointError, load_checkpoint, model_from
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
+COMPRESSED_SUFFIX = ".yolov3c"
+COMPRESSED_MAGIC = b"YOLOV3C\n"  # yolov3.compression.storage.MAGIC, read here without importing the compressor
+ONNX_RUNTIME = "onnxruntime"
+PYTORCH = "pytorch"
 
 
 class ModelLoadingError(ValueError):
@@ -47,19 +62,44 @@ class LoadedModel:
 
     ``model`` is in eval mode on the CPU; ``input_size`` is (height, width); ``class_names`` is None when the
     weights do not carry them (Darknet files); ``source`` says what was loaded, for logs and reports.
+    ``runtime`` is ``"pytorch"`` or ``"onnxruntime"`` (an :class:`~yolov3.inference.onnx_backend.OnnxHeadsModel`:
+    fixed input size and precision) and ``backend`` says it in words, e.g. ``onnxruntime 1.x
+    (CPUExecutionProvider, int8 QDQ)``; ``darknet_weights`` marks weights from Darknet (directly or exported
+    from a ``.weights`` file), for which detect defaults to Darknet's letterbox and output.
     """
 
     model: nn.Module
-    head_specs: list[YoloHeadSpec]
+    head_specs: list[YoloHeadSpec | DarknetHeadSpec]
     class_names: tuple[str, ...] | None
     input_size: tuple[int, int]
     preprocessing: Preprocessing
     source: str
     normalization: str = "darknet"  # how the training pipeline normalized inputs: darknet (RGB/255) or imagenet
+    backend: str = "PyTorch"
+    runtime: str = PYTORCH
+    darknet_weights: bool = False
 
     @property
     def num_classes(self) -> int:
         return self.head_specs[0].num_classes
+
+    def check_precision(self, precision: str) -> None:
+        """An ONNX graph runs at the precision it was exported in: any ``precision`` but fp32 is an error."""
+        if self.runtime == ONNX_RUNTIME and precision != "fp32":
+            raise ModelLoadingError(
+                f"{self.source}: an ONNX model runs at the precision it was exported in ({self.backend}); "
+                f"--precision {precision} applies to PyTorch weights (export --fp16 or --int8 instead)"
+            )
+
+    def check_input_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """``input_size`` itself where the model takes it; an ONNX graph takes only the size it was exported at."""
+        if self.runtime == ONNX_RUNTIME and tuple(input_size) != tuple(self.input_size):
+            height, width = self.input_size
+            raise ModelLoadingError(
+                f"{self.source}: the graph was exported for {height}x{width} inputs, not "
+                f"{input_size[0]}x{input_size[1]}; export it again with --img-size, or leave the size unset"
+            )
+        return tuple(input_size)
 
 
 def is_checkpoint_file(path: Path) -> bool:
@@ -67,30 +107,49 @@ def is_checkpoint_file(path: Path) -> bool:
     return path.suffix.lower() in CHECKPOINT_SUFFIXES or zipfile.is_zipfile(path)
 
 
+def is_compressed_file(path: Path) -> bool:
+    """A ``.yolov3c`` file: by its suffix, or by its magic bytes."""
+    if path.suffix.lower() == COMPRESSED_SUFFIX:
+        return True
+    with open(path, "rb") as file:
+        return file.read(len(COMPRESSED_MAGIC)) == COMPRESSED_MAGIC
+
+
 def load_inference_model(
     weights: str | os.PathLike,
     cfg: str | os.PathLike | None = None,
     model_name: str | None = None,
     num_classes: int | None = None,
+    onnx_threads: int | None = None,
 ) -> LoadedModel:
-    """Load ``weights`` (a checkpoint, or Darknet ``.weights`` with ``cfg`` or ``model_name``) for inference.
+    """Load ``weights`` (a checkpoint, a ``.yolov3c`` or ``.onnx`` file, or Darknet ``.weights`` with ``cfg`` or
+    ``model_name``) for inference; ``onnx_threads`` is ONNX Runtime's intra-op thread count (None: its default).
 
-    Raises :class:`ModelLoadingError` (a ``ValueError``) naming the file on a missing file, a checkpoint given
-    a cfg or model name, Darknet weights given neither (or both), or weights that do not fit the model;
-    an unknown ``model_name`` raises ``KeyError`` with the closest registered name.
+    Raises :class:`ModelLoadingError` (a ``ValueError``) naming the file on a missing file, a self-describing
+    file (checkpoint, ``.yolov3c``, ``.onnx``) given a cfg or model name, Darknet weights given neither (or
+    both), or weights that do not fit the model; an unknown ``model_name`` raises ``KeyError`` with the
+    closest registered name.
     """
     path = Path(weights)
     if not path.is_file():
         raise ModelLoadingError(f"{path}: no such weights file" if not path.exists() else f"{path}: not a file")
-    if is_checkpoint_file(path):
+    is_onnx = path.suffix.lower() == ".onnx"
+    if is_onnx or is_compressed_file(path) or is_checkpoint_file(path):
         if cfg is not None or model_name is not None or num_classes is not None:
+            kind = "an ONNX file" if is_onnx else "a checkpoint" if is_checkpoint_file(path) else "a compressed file"
             raise ModelLoadingError(
-                f"{path}: a checkpoint names its own model and classes; do not give a cfg, model name or class count"
+                f"{path}: {kind} names its own model and classes; do not give a cfg, model name or class count"
             )
-        loaded = _load_checkpoint_model(path)
+        if is_onnx:
+            loaded = _load_onnx_model(path, onnx_threads)
+        elif is_compressed_file(path):
+            loaded = _load_compressed_model(path)
+        else:
+            loaded = _load_checkpoint_model(path)
     else:
         loaded = _load_darknet_model(path, cfg, model_name, num_classes)
     logger.info("loaded %s: %d classes, input %dx%d", loaded.source, loaded.num_classes, *loaded.input_size)
+    logger.info("backend: %s", loaded.backend)
     return loaded
 
 
@@ -114,9 +173,7 @@ def _load_checkpoint_model(path: Path) -> LoadedModel:
     input_size = _input_size(checkpoint.get("input_size"), model, path)
     preprocessing = _preprocessing(checkpoint.get("preprocessing"), path)
     source = f"{spec['name']} from checkpoint {path} ({'EMA' if uses_ema else 'model'} weights)"
-    normalization = checkpoint.get("normalization", "darknet")
-    if normalization not in ("darknet", "imagenet"):
-        raise ModelLoadingError(f"{path}: 'normalization' must be darknet or imagenet, got {normalization!r}")
+    normalization = _normalization(checkpoint.get("normalization"), path)
     return LoadedModel(model, head_specs, class_names, input_size, preprocessing, source, normalization)
 
 
@@ -148,10 +205,47 @@ def _load_darknet_model(
     model.eval()
     head_specs = _head_specs(model, path)
     source = f"{built} with Darknet weights {path}"
-    return LoadedModel(model, head_specs, None, model_input_size(model), Preprocessing(), source)
+    darknet_preprocessing = Preprocessing.from_mode("darknet")  # letterbox_image, as `darknet detector test`
+    return LoadedModel(
+        model, head_specs, None, model_input_size(model), darknet_preprocessing, source, darknet_weights=True
+    )
 
 
-def _head_specs(model: nn.Module, path: Path) -> list[YoloHeadSpec]:
+def _load_compressed_model(path: Path) -> LoadedModel:
+    from yolov3.compression.storage import load_compressed  # the compressor's imports, only when needed
+
+    stored = load_compressed(path)  # CompressedFileError (a ValueError) names the file
+    model = stored.model.eval()
+    head_specs = _head_specs(model, path)
+    metadata = stored.metadata
+    class_names = _class_names(metadata.get("class_names"), head_specs[0].num_classes, path)
+    input_size = _input_size(metadata.get("input_size"), model, path)
+    preprocessing = _preprocessing(metadata.get("preprocessing"), path)
+    normalization = _normalization(metadata.get("normalization"), path)
+    source = f"{stored.model_spec['name']} from compressed file {path}"
+    return LoadedModel(
+        model, head_specs, class_names, input_size, preprocessing, source, normalization, "PyTorch (yolov3c decoded)"
+    )
+
+
+def _load_onnx_model(path: Path, threads: int | None) -> LoadedModel:
+    from yolov3.inference.onnx_backend import read_onnx_model  # onnx and onnxruntime, only when needed
+
+    opened = read_onnx_model(path, threads)  # OnnxModelError (a ValueError) names the file
+    model, metadata = opened.model, opened.metadata
+    class_names = _class_names(metadata.get("class_names"), opened.head_specs[0].num_classes, path)
+    input_size = _input_size(metadata.get("input_size", model.input_size), model, path)
+    preprocessing = _preprocessing(metadata.get("preprocessing"), path)
+    normalization = _normalization(metadata.get("normalization"), path)
+    darknet_weights = metadata.get("source_format") == "darknet"
+    source = f"ONNX {model.precision} graph {path}"
+    return LoadedModel(
+        model, opened.head_specs, class_names, input_size, preprocessing, source, normalization,
+        model.description, ONNX_RUNTIME, darknet_weights,
+    )  # fmt: skip
+
+
+def _head_specs(model: nn.Module, path: Path) -> list[YoloHeadSpec | DarknetHeadSpec]:
     try:
         return model_head_specs(model)
     except ValueError as error:
@@ -176,6 +270,14 @@ def _input_size(value: Any, model: nn.Module, path: Path) -> tuple[int, int]:
     if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(isinstance(side, int) for side in value):
         raise ModelLoadingError(f"{path}: 'input_size' must be (height, width) integers, got {value!r}")
     return int(value[0]), int(value[1])
+
+
+def _normalization(value: Any, path: Path) -> str:
+    if value is None:
+        return "darknet"
+    if value not in ("darknet", "imagenet"):
+        raise ModelLoadingError(f"{path}: 'normalization' must be darknet or imagenet, got {value!r}")
+    return value
 
 
 def _preprocessing(value: Any, path: Path) -> Preprocessing:

@@ -15,6 +15,7 @@ from yolov3.inference.decode import decode_outputs
 from yolov3.inference.postprocess import OUTPUT_MODES, darknet_postprocess, postprocess
 from yolov3.inference.precision import prepare_for_inference
 from yolov3.inference.preprocess import Preprocessing, preprocess
+from yolov3.inference.region_decode import DarknetHeadSpec, inference_head_specs
 from yolov3.models import Darknet
 from yolov3.models.yolo_head import YoloHeadSpec
 
@@ -23,16 +24,20 @@ logger = logging.getLogger(__name__)
 DEFAULT_INPUT_SIZE = (416, 416)
 
 
-def darknet_head_specs(model: Darknet) -> list[YoloHeadSpec]:
-    """Head specs of a cfg-built model (see :attr:`Darknet.head_specs`)."""
-    return model.head_specs
+def darknet_head_specs(model: Darknet) -> list[YoloHeadSpec | DarknetHeadSpec]:
+    """Head specs of a cfg-built model for inference: ``YoloHeadSpec`` for plain [yolo] heads (as
+    :attr:`Darknet.head_specs`), :class:`~yolov3.inference.region_decode.DarknetHeadSpec` for [region],
+    [Gaussian_yolo] and new_coords [yolo] heads, which decode through :mod:`yolov3.inference.region_decode`."""
+    return inference_head_specs(model)
 
 
-def model_head_specs(model: nn.Module) -> list[YoloHeadSpec]:
+def model_head_specs(model: nn.Module) -> list[YoloHeadSpec | DarknetHeadSpec]:
     """Head specs of any detector of this library: ``Darknet`` (from its cfg) or a native model (``head_specs``)."""
     if isinstance(model, Darknet):
         if not model.is_detector:
-            raise ValueError("this Darknet cfg has no [yolo] layer; it is a classifier, not a detector")
+            raise ValueError(
+                "this Darknet cfg has no [yolo], [region] or [Gaussian_yolo] layer; it is a classifier, not a detector"
+            )
         return darknet_head_specs(model)
     specs = getattr(model, "head_specs", None)
     if specs is None:
@@ -60,13 +65,15 @@ class Predictor:
     ``batch_size`` images at a time.
     ``output="darknet"`` gives Darknet's own detections (:func:`~yolov3.inference.postprocess.darknet_postprocess`:
     every class over the threshold, NMS per class, no cap) instead of ``multi_label`` / ``class_agnostic`` /
-    ``max_detections``.
+    ``max_detections``. Each head decodes as its spec says: a ``YoloHeadSpec`` as Darknet's [yolo], a
+    :class:`~yolov3.inference.region_decode.DarknetHeadSpec` as [region] (YOLOv2), [Gaussian_yolo] or
+    new_coords [yolo] (:func:`model_head_specs` picks them from a cfg).
     """
 
     def __init__(
         self,
         model: nn.Module,
-        head_specs: Sequence[YoloHeadSpec],
+        head_specs: Sequence[YoloHeadSpec | DarknetHeadSpec],
         input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
         preprocessing: Preprocessing | None = None,
         conf_threshold: float = 0.25,
@@ -121,9 +128,11 @@ class Predictor:
         input_size: tuple[int, int] | None = None,
         **options: object,
     ) -> Predictor:
-        """A predictor for a Darknet cfg and its ``.weights``; the input size defaults to the cfg's [net]."""
+        """A predictor for a Darknet cfg and its ``.weights``; the input size defaults to the cfg's [net] and the
+        preprocessing to Darknet's own ``letterbox_image`` (``Preprocessing.from_mode("darknet")``)."""
         model = Darknet(cfg_path)
         model.load_darknet_weights(weights_path)
+        options.setdefault("preprocessing", Preprocessing.from_mode("darknet"))
         return cls.from_model(model, input_size, **options)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[Letterbox]]:

@@ -13,15 +13,27 @@ objectness times a class score, as for [yolo]. Per head (t = raw outputs, (col, 
   ``yolo_point`` shifts the centre; class scores are sigmoid(tc) * (1 - mean of the 4 sigmas).
 - [yolo] ``new_coords=1``: the conv before is logistic already; cx = (col + t_x * s - (s - 1) / 2) / W,
   w = 4 * t_w^2 * anchor_w; objectness and classes as given.
+
+:func:`inference_head_specs` gives a cfg-built model one spec per head: a
+:class:`~yolov3.models.yolo_head.YoloHeadSpec` for a plain [yolo], a :class:`DarknetHeadSpec` for the others.
+:func:`~yolov3.inference.decode.decode_outputs` decodes a :class:`DarknetHeadSpec` with its own ``decode``, so
+``Predictor``, ``detect``, ``evaluate`` (validation) and the ONNX NMS graph take either.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
 import torch
 
 from yolov3.darknet.cfg import GaussianYoloSection, RegionSection, Section, YoloSection
+from yolov3.darknet.graph import HEAD_SECTIONS
 from yolov3.inference.decode import decode_head
 from yolov3.models.yolo_head import YoloHeadSpec
+
+if TYPE_CHECKING:
+    from yolov3.models.darknet import Darknet
 
 
 def _grid(height: int, width: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,6 +103,84 @@ def needs_special_decode(section: Section) -> bool:
     if isinstance(section, (RegionSection, GaussianYoloSection)):
         return True
     return isinstance(section, YoloSection) and bool(section.new_coords)
+
+
+@dataclass(frozen=True)
+class DarknetHeadSpec:
+    """A [region], [Gaussian_yolo] or new_coords [yolo] head at ``stride`` (network pixels per cell), as a
+    :class:`~yolov3.models.yolo_head.YoloHeadSpec` describes a plain [yolo] head; ``decode`` is
+    :func:`decode_special_head`. For inference only: the trainer's loss takes plain [yolo] heads."""
+
+    section: RegionSection | YoloSection
+    stride: int
+
+    def __post_init__(self) -> None:
+        if not needs_special_decode(self.section):
+            raise ValueError(f"{self.section.where()} is a plain [yolo] head: describe it with a YoloHeadSpec")
+
+    @property
+    def kind(self) -> str:
+        """``region``, ``Gaussian_yolo`` or ``yolo_new_coords``."""
+        if isinstance(self.section, (RegionSection, GaussianYoloSection)):
+            return self.section.KIND
+        return "yolo_new_coords"
+
+    @property
+    def num_classes(self) -> int:
+        return self.section.classes
+
+    @property
+    def num_anchors(self) -> int:
+        return self.section.num if isinstance(self.section, RegionSection) else len(self.section.anchor_indices)
+
+    @property
+    def out_channels(self) -> int:
+        per_anchor = 9 if isinstance(self.section, GaussianYoloSection) else 5
+        return self.num_anchors * (per_anchor + self.num_classes)
+
+    def decode(self, output: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
+        """(B, A*(K+C), H, W) -> (B, A*H*W, 5+C), as :func:`decode_special_head`."""
+        return decode_special_head(self.section, output, input_size)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready: kind, stride, classes, anchors (grid cells for [region], input pixels otherwise), and the
+        keys that steer decoding."""
+        section = self.section
+        description: dict[str, Any] = {"kind": self.kind, "stride": self.stride, "num_classes": self.num_classes}
+        if isinstance(section, RegionSection):
+            description.update(anchors_cells=[list(pair) for pair in section.anchors_cells], softmax=section.softmax)
+        else:
+            description.update(anchors_px=[list(pair) for pair in section.anchors_px], scale_x_y=section.scale_x_y)
+            if isinstance(section, GaussianYoloSection):
+                description["yolo_point"] = section.yolo_point
+        return description
+
+
+def inference_head_specs(model: Darknet) -> list[YoloHeadSpec | DarknetHeadSpec]:
+    """One spec per head of a cfg-built model, in cfg order, with its stride at the cfg's [net] size.
+
+    Plain [yolo] heads get a ``YoloHeadSpec`` (what :attr:`Darknet.head_specs` gives), the others a
+    :class:`DarknetHeadSpec`; raises ``CfgError`` (a ``ValueError``) naming the layer when a grid does not
+    divide the input by one integer stride.
+    """
+    net_height, net_width = model.cfg.net.height, model.cfg.net.width
+    specs: list[YoloHeadSpec | DarknetHeadSpec] = []
+    for node in model.nodes:
+        section = node.section
+        if not isinstance(section, HEAD_SECTIONS):
+            continue
+        _, grid_height, grid_width = node.output_shape
+        stride = net_height // grid_height
+        if stride * grid_height != net_height or stride * grid_width != net_width:
+            raise section.error(
+                f"layer {node.index} has a {grid_height}x{grid_width} grid for a {net_height}x{net_width} input; "
+                "expected the same integer stride in both directions"
+            )
+        if needs_special_decode(section):
+            specs.append(DarknetHeadSpec(section, stride))
+        else:
+            specs.append(YoloHeadSpec(section.anchors_px, stride, section.classes, section.scale_x_y))
+    return specs
 
 
 def decode_head_sections(

@@ -9,6 +9,7 @@ from torch import nn
 
 from yolov3.darknet.cfg import (
     AvgpoolSection,
+    ContrastiveSection,
     ConvolutionalSection,
     CostSection,
     DarknetCfg,
@@ -117,8 +118,8 @@ def _build_layer(node: LayerNode) -> nn.Module:
         return nn.Dropout(section.probability)
     if isinstance(section, YoloSection):
         return YoloOutput(section)
-    if isinstance(section, (SoftmaxSection, CostSection)):
-        return nn.Identity()  # forward returns logits; the softmax/cost belong to the loss
+    if isinstance(section, (SoftmaxSection, CostSection, ContrastiveSection)):
+        return nn.Identity()  # forward returns logits; softmax, cost and contrastive losses belong to training
     raise section.error("has no PyTorch layer")  # pragma: no cover - every parsed kind is handled above
 
 

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 class TrainerCallback:
     """Override what you need; every hook is a no-op by default."""
 
+    def on_resume_start(self, trainer: Trainer) -> None:
+        """Before ``resume=True`` loads ``last.pt`` into the model: where a callback changes the model's structure
+        at fit start (parametrizations), it makes the same change here, so that the checkpoint's state fits."""
+
     def on_fit_start(self, trainer: Trainer) -> None:
         """Before the first epoch (after a resume has restored the trainer and the callbacks)."""
 

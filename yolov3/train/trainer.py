@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from yolov3.config_loading import to_dict
 from yolov3.data.dataset_config import build_dataset
-from yolov3.data.loader import build_train_loader, build_val_loader
+from yolov3.data.loader import build_train_loader, build_val_loader, end_epoch_unreadable_images
 from yolov3.data.transforms import NORMALIZATION_FILL
 from yolov3.evaluation.dataset_gt import coco_ground_truth
 from yolov3.hardware import resolve_amp
@@ -88,6 +88,8 @@ class Trainer:
         self.board = TrainingBoard(self.run_dir, enabled=self.context.is_main)
         self.start_epoch, self.best_map50, self.history = 0, -1.0, []
         if resume:
+            for callback in self.callbacks:
+                callback.on_resume_start(self)
             self._resume(self.run_dir / "last.pt")
 
     # -- construction -------------------------------------------------------------------------------------
@@ -280,6 +282,7 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_epoch_start(self, epoch)
             metrics = self._train_epoch(epoch)
+            self.board.scalars(end_epoch_unreadable_images(self.train_loader, epoch + 1), epoch + 1)
             is_last = epoch == loop.epochs - 1
             result = None
             if self.context.is_main and ((epoch + 1) % self.config.eval.every_epochs == 0 or is_last):
@@ -297,9 +300,12 @@ class Trainer:
                 if improved:
                     self.best_map50 = result.map50
                 checkpoint = self.checkpoint(epoch)
-                save_checkpoint(self.run_dir / "last.pt", checkpoint)
+                # best.pt before last.pt: a run killed between the two writes redoes this epoch on resume and
+                # writes the same best.pt again (the other order would keep a newer best_map50 in last.pt with
+                # an older best.pt, which a later, worse epoch never replaces).
                 if improved:
                     save_checkpoint(self.run_dir / "best.pt", checkpoint)
+                save_checkpoint(self.run_dir / "last.pt", checkpoint)
                 logger.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
             self.context.barrier()
         self._finish(last_map50)

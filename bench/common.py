@@ -1,0 +1,93 @@
+"""Helpers every ``bench/`` script shares: the machine's CPU name, the command line of the report, interleaved
+timing and the CPU time other processes used meanwhile.
+
+The scripts run as ``python bench/<script>.py``, so this module (like :mod:`docs_section`) is imported as a
+top-level module from the script's own folder; the tests reach it through pytest's ``pythonpath = bench``.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import platform
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def command_line(script: str, argv: Sequence[str]) -> str:
+    """The command a report names, e.g. ``python bench/loader.py --record``."""
+    return shlex.join(["python", script, *argv])
+
+
+def time_interleaved(
+    runners: dict[str, Callable[[], object]], warmup: int, repeats: int, logger: logging.Logger | None = None
+) -> dict[str, list[float]]:
+    """Seconds per call of each runner; each repetition runs every runner once, in a rotating order.
+
+    The first ``warmup`` repetitions are not kept; with ``logger``, each repetition's end is logged.
+    """
+    names = list(runners)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    gc.collect()
+    for repetition in range(warmup + repeats):
+        shift = repetition % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            runners[name]()
+            elapsed = time.perf_counter() - start
+            if repetition >= warmup:
+                samples[name].append(elapsed)
+        if logger is not None:
+            logger.info("repetition %d/%d done", repetition + 1, warmup + repeats)
+    return samples
+
+
+def busy_cpu_seconds() -> float | None:
+    """All CPUs' non-idle time since boot (user, nice, system, irq, softirq, steal), from /proc/stat."""
+    try:
+        fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process and its finished children."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+class CpuMeter:
+    """CPU time used by other processes while it runs, in cores: (all busy CPU time - ours) / wall time.
+
+    The load average cannot tell the benchmark's own threads from background work; /proc/stat and
+    ``os.times()`` can. Where /proc/stat is missing, ``background_cores`` is None.
+    """
+
+    def __enter__(self) -> CpuMeter:
+        self.background_cores: float | None = None
+        self._start = (time.perf_counter(), busy_cpu_seconds(), own_cpu_seconds())
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        wall_start, busy_start, own_start = self._start
+        busy_end = busy_cpu_seconds()
+        wall = time.perf_counter() - wall_start
+        if busy_start is not None and busy_end is not None and wall > 0:
+            others = (busy_end - busy_start) - (own_cpu_seconds() - own_start)
+            self.background_cores = max(0.0, others / wall)
