@@ -244,7 +244,7 @@ def test_evaluate_cli_with_bf16(tmp_path: Path, capsys: pytest.CaptureFixture[st
     arguments = ["--weights", str(weights), "--data", str(data), "--img-size", "64", "--json-out", str(report)]
     assert evaluate.main([*arguments, "--precision", "bf16"]) == 0
     output = capsys.readouterr().out
-    assert "4 images" in output and "(precision bf16 (autocast, stem conv fp32), BN fused, channels_last)" in output
+    assert "4 images" in output and "precision bf16 (autocast, stem conv fp32), BN fused, channels_last" in output
     assert json.loads(report.read_text())["precision"] == "bf16"
     with pytest.raises(SystemExit):
         evaluate.main(["--gt", "a.json", "--detections", "b.json", "--precision", "bf16"])

@@ -6,6 +6,7 @@ A run killed mid-write leaves the previous file intact (checkpoints, weights, co
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -30,6 +31,20 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, names: tuple[str, ...]) -> list[Path]:
+    """Delete the temporary files (``.<name>.*.tmp``) that writes of ``names`` in ``folder`` left when killed.
+
+    A ``kill -9`` mid-write leaves its partial temporary file behind (the target is intact). Call this only where
+    no other process is writing those files, e.g. in a run's folder before the run starts.
+    """
+    removed = []
+    for name in names:
+        for path in sorted(Path(folder).glob(f".{glob.escape(name)}.*.tmp")):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

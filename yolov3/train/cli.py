@@ -4,7 +4,9 @@ Trains a detector: the resolved config goes to ``logs/<run>/args.yaml`` (``--cfg
 repeats the run), TensorBoard logs to ``logs/<run>`` (``tensorboard --logdir logs``), and ``best.pt`` /
 ``last.pt`` to the same folder. ``--resume logs/<run>`` continues a killed run from its ``last.pt``; it
 refuses an ``args.yaml`` (or ``--set``) that changes the model or data the run was trained on, naming the
-key (``--force`` accepts it).
+key (``--force`` accepts it). A run killed before its first ``last.pt`` has nothing to continue: ``--resume``
+then starts it afresh from its ``args.yaml`` (logged), and a run killed before it wrote ``args.yaml`` is an
+error that says to start it with ``--cfg``. Partial temporary files that killed writes left are removed.
 Under ``torchrun --nproc_per_node N -m yolov3.train ...`` it trains with DistributedDataParallel.
 """
 
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 import yaml
 
-from yolov3.atomic import write_text_atomic
+from yolov3.atomic import remove_stale_temporaries, write_text_atomic
 from yolov3.config_loading import ConfigError, to_dict
 from yolov3.hardware import resolve_amp
 from yolov3.train.checkpoint import CheckpointError, load_checkpoint
@@ -34,6 +36,8 @@ logger = logging.getLogger("yolov3.train")
 RESUME_LOCKED_SECTIONS = ("model", "data")
 # ... except keys that do not change what is computed.
 RESUME_FREE_KEYS = frozenset({"data.workers"})
+# What the run writes into its folder (atomically): partial temporaries of these left by a kill -9 are removed.
+RUN_FILES = ("args.yaml", "last.pt", "best.pt")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -104,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume:
             run_dir = args.resume if args.resume.is_dir() else args.resume.parent
+            if not args.cfg and not (run_dir / "args.yaml").is_file():
+                raise ConfigError(
+                    f"{run_dir / 'args.yaml'}: not found: {run_dir} is not a run folder, or its run was stopped "
+                    "before it wrote its config; start the run with --cfg"
+                )
             config = load_train_config(args.cfg or run_dir / "args.yaml", args.overrides)
             if not args.force:
                 check_resume_config(run_dir / "last.pt", to_dict(config))
@@ -117,12 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if context.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
+            stale = remove_stale_temporaries(run_dir, RUN_FILES)
+            if stale:
+                logger.info("%s: removed %d partial file(s) that killed writes left", run_dir, len(stale))
             write_text_atomic(run_dir / "args.yaml", args_yaml_text(config, context.device))
+        resume = bool(args.resume) and (run_dir / "last.pt").is_file()
+        if args.resume and not resume and context.is_main:
+            logger.warning("%s: no last.pt (stopped before its first epoch completed): starting afresh", run_dir)
         with InterruptHandler() as interrupt:
             trainer = Trainer(
                 config,
                 run_dir,
-                resume=bool(args.resume),
+                resume=resume,
                 progress=not args.no_progress,
                 context=context,
                 callbacks=[interrupt],
