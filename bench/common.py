@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
+
 
 def cpu_name() -> str:
     """The CPU's model name from /proc/cpuinfo, else what :mod:`platform` knows."""
@@ -91,3 +93,13 @@ class CpuMeter:
         if busy_start is not None and busy_end is not None and wall > 0:
             others = (busy_end - busy_start) - (own_cpu_seconds() - own_start)
             self.background_cores = max(0.0, others / wall)
+
+
+def random_targets(batch: int, per_image: int, classes: int, generator: torch.Generator) -> torch.Tensor:
+    """(N, 6) rows of (image, class, cx, cy, w, h), boxes 5%..50% of the image."""
+    count = batch * per_image
+    image = torch.arange(batch).repeat_interleave(per_image).float()
+    label = torch.randint(0, classes, (count,), generator=generator).float()
+    size = torch.rand(count, 2, generator=generator) * 0.45 + 0.05
+    centre = size / 2 + torch.rand(count, 2, generator=generator) * (1 - size)
+    return torch.cat([image[:, None], label[:, None], centre, size], dim=1)

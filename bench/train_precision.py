@@ -53,7 +53,7 @@ from pathlib import Path
 
 import torch
 
-from common import CpuMeter, command_line, cpu_name, time_interleaved
+from common import CpuMeter, command_line, cpu_name, random_targets, time_interleaved
 from docs_section import record_section
 from yolov3.data.collate import Batch
 from yolov3.data.dataset_config import build_dataset
@@ -169,16 +169,6 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     if arguments.steps < arguments.rounds or arguments.batches < 1 or arguments.rounds < 1:
         parser.error("need --batches >= 1, --rounds >= 1 and --steps >= --rounds")
     return arguments
-
-
-def random_targets(batch: int, per_image: int, classes: int, generator: torch.Generator) -> torch.Tensor:
-    """(N, 6) rows of (image, class, cx, cy, w, h), boxes 5%..50% of the image."""
-    count = batch * per_image
-    image = torch.arange(batch).repeat_interleave(per_image).float()
-    label = torch.randint(0, classes, (count,), generator=generator).float()
-    size = torch.rand(count, 2, generator=generator) * 0.45 + 0.05
-    centre = size / 2 + torch.rand(count, 2, generator=generator) * (1 - size)
-    return torch.cat([image[:, None], label[:, None], centre, size], dim=1)
 
 
 def timed_calls(function: Callable[[], object], count: int) -> list[float]:

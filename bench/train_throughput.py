@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from common import command_line, cpu_name
+from common import command_line, cpu_name, random_targets
 from docs_section import record_section
 from yolov3.loss import YoloLoss, assign_targets, pad_boxes_per_image
 from yolov3.models import create_model
@@ -38,16 +38,6 @@ from yolov3.train.step import StepRunner
 SECTION = "## Training throughput (issue 5)"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 MODELS = {"yolov3-tiny": "yolov3_tiny", "yolov3": "yolov3"}
-
-
-def random_targets(batch: int, per_image: int, classes: int, generator: torch.Generator) -> torch.Tensor:
-    """(N, 6) rows of (image, class, cx, cy, w, h), boxes 5%..50% of the image."""
-    count = batch * per_image
-    image = torch.arange(batch).repeat_interleave(per_image).float()
-    label = torch.randint(0, classes, (count,), generator=generator).float()
-    size = torch.rand(count, 2, generator=generator) * 0.45 + 0.05
-    centre = size / 2 + torch.rand(count, 2, generator=generator) * (1 - size)
-    return torch.cat([image[:, None], label[:, None], centre, size], dim=1)
 
 
 def make_runners(name: str, arguments: argparse.Namespace) -> dict[str, Callable[[], object]]:
