@@ -1,6 +1,6 @@
 """Training loader throughput beside the training step it must feed, on this CPU.
 
-In one run, on synthetic images written to a temporary folder by :mod:`yolov3.data.synthetic` (PNG,
+In one run, on synthetic images written to a temporary folder by :mod:`yolov3.data.shapes_dataset` (PNG,
 640x480 by default, read back through the YOLO txt dataset as training would):
 
 * ``loader``: images per second of :func:`yolov3.data.loader.build_train_loader` at a fixed 416 input
@@ -47,7 +47,7 @@ from yolov3.data.collate import Batch
 from yolov3.data.dataset_config import build_dataset, load_dataset_config
 from yolov3.data.loader import build_train_loader
 from yolov3.data.multiscale import MultiScaleConfig
-from yolov3.data.synthetic import generate_shapes_dataset
+from yolov3.data.shapes_dataset import generate_shapes_dataset
 from yolov3.data.transforms import AugmentConfig
 from yolov3.models import create_model
 

@@ -35,8 +35,8 @@ import torch
 
 from common import command_line, cpu_name
 from docs_section import record_section
+from yolov3.checkpoint import load_checkpoint
 from yolov3.hardware import resolve_amp
-from yolov3.train.checkpoint import load_checkpoint
 
 SECTION = "## Main job: `train.amp: auto` + channels_last vs fp32 (issue 12)"
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,8 +57,8 @@ def run_training(cfg: Path, overrides: list[str], run_name: str, log_dir: Path) 
     seconds = time.perf_counter() - started
     run_dir = log_dir / run_name
     last = load_checkpoint(run_dir / "last.pt")
-    curve = [(int(entry["epoch"]), float(entry["mAP50"])) for entry in last["history"] if "mAP50" in entry]
-    return {"seconds": seconds, "best_map50": float(last["best_map50"]), "curve": curve, "amp": last.get("amp")}
+    curve = [(int(entry["epoch"]), float(entry["mAP50"])) for entry in last.history or [] if "mAP50" in entry]
+    return {"seconds": seconds, "best_map50": float(last.best_map50 or 0.0), "curve": curve, "amp": last.amp}
 
 
 def first_time_at(result: dict, target: float) -> float | None:

@@ -46,13 +46,13 @@ import yaml
 from common import command_line, cpu_name
 from docs_section import record_section
 from yolov3.atomic import write_text_atomic
+from yolov3.checkpoint import load_checkpoint
 from yolov3.config_loading import load_yaml, to_dict
 from yolov3.evaluation.dataset_run import DatasetEvaluationSettings, evaluate_on_dataset
 from yolov3.inference.model_loading import load_inference_model
-from yolov3.train.checkpoint import load_checkpoint
+from yolov3.train.builder import build_parts, trainer_from_parts
 from yolov3.train.config import load_train_config
 from yolov3.train.held_out import HeldOutEvaluation, HeldOutRecord, data_source_from_config, record_from_evaluation
-from yolov3.train.trainer import Trainer
 
 SECTION = "## Real data: BCCD, whole detector vs backbone vs scratch (issue 10)"
 NOTES_MARKER = "<!-- notes: kept when bench/real_data.py --record rewrites this section -->"
@@ -101,8 +101,9 @@ def run_variant(variant: str, arguments: argparse.Namespace, results: dict[str, 
 
     print(f"\n=== {LABELS[variant]}: {run_dir}", flush=True)
     held_out = HeldOutEvaluation("test", arguments.test_every, at_start=True, on_record=keep)
-    trainer = Trainer(config, run_dir, progress=not arguments.no_progress, callbacks=[held_out])
-    entry["images"] = {"train": len(trainer.train_set), "val": len(trainer.val_set)}
+    parts = build_parts(config, progress=not arguments.no_progress)
+    trainer = trainer_from_parts(parts, config, run_dir, callbacks=[held_out], progress=not arguments.no_progress)
+    entry["images"] = {"train": len(parts.train_set), "val": len(parts.val_set)}
     amp = getattr(trainer, "amp", None)  # what train.amp resolved to (auto: by the hardware)
     entry["precision"] = (
         f"{amp.mode if amp else config.train.amp}, channels_last {getattr(config.train, 'channels_last', False)}"
@@ -110,7 +111,7 @@ def run_variant(variant: str, arguments: argparse.Namespace, results: dict[str, 
     started = time.perf_counter()
     trainer.fit()
     entry["fit_minutes"] = (time.perf_counter() - started) / 60.0  # with the test evaluations
-    best_epoch = int(load_checkpoint(run_dir / "best.pt")["epoch"]) + 1
+    best_epoch = int(load_checkpoint(run_dir / "best.pt").epoch or 0) + 1
     loaded = load_inference_model(run_dir / "best.pt")  # the EMA weights, as evaluate --weights best.pt reads them
     settings = DatasetEvaluationSettings(split="test", device=str(trainer.device))
     evaluation = evaluate_on_dataset(loaded, data_source_from_config(config), settings)

@@ -9,7 +9,8 @@
  * Darknet's own weights writer saves the loaded network to OUT_PREFIX.saved.weights, so a caller can check
  * the length Darknet reads. Prints, for each job, "job N" then "layer INDEX TYPE C H W" per written layer
  * and "done N". The network is loaded as `darknet detector test` does: parse with batch 1, load weights,
- * fuse batch norm, binarize xnor weights.
+ * fuse batch norm, binarize xnor weights; and, as Darknet's main() does in a CPU build, gpu_index is -1
+ * (libdarknet's default is 0, under which binary_align_weights inverts the bits of xnor weights for a GPU).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,7 @@ static void write_floats(const char *path, const float *data, size_t count) {
 int main(void) {
     char cfg[4096], weights[4096], input_path[4096], prefix[4096], mode[16], path[4200];
     int job = 0;
+    gpu_index = -1; /* as darknet.c's main() in a build without GPU */
     while (scanf("%4095s %4095s %4095s %4095s %15s", cfg, weights, input_path, prefix, mode) == 5) {
         network net = parse_network_cfg_custom(cfg, 1, 1);
         load_weights(&net, weights);

@@ -24,7 +24,7 @@ def write_random_weights(cfg: DarknetCfg, path: Path, seed: int = 0, seen: int =
         section = node.section
         if not isinstance(section, ConvolutionalSection):
             continue
-        filters, fan_in = section.filters, node.in_channels // section.groups * section.size**2
+        filters, fan_in = section.filters, node.in_channels // section.effective_groups * section.size**2
         if section.batch_normalize:
             parts = [
                 rng.normal(0.0, 0.1, filters),  # beta

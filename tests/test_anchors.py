@@ -11,10 +11,10 @@ import yaml
 from sklearn.cluster import KMeans
 
 from yolov3 import anchors
-from yolov3.anchors import dataset_box_shapes, kmeans_anchors, mean_best_iou, read_current_anchors
 from yolov3.data.bad_data import BadDataPolicy
 from yolov3.data.detection_dataset import DetectionDataset, ImageRecord
 from yolov3.data.image_io import read_image_rgb
+from yolov3.loss.anchors import dataset_box_shapes, kmeans_anchors, mean_best_iou, read_current_anchors
 from yolov3.models.yolo_head import COCO_ANCHORS_PX
 
 TRUE_CENTRES = np.array([[12, 16], [40, 20], [24, 60], [90, 80], [200, 120], [150, 300]], dtype=np.float64)
@@ -116,5 +116,5 @@ def test_cli_writes_anchors_and_plot(shapes_yaml: Path, tmp_path: Path, capsys: 
 
 
 def test_cli_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert anchors.main(["--data", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 1
+    assert anchors.main(["--data", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
     assert "missing.yaml" in capsys.readouterr().err

@@ -36,10 +36,45 @@ def test_a_key_darknet_does_not_read_stays_an_error_with_a_suggestion() -> None:
         parse_cfg_text(NET + "[convolutional]\nfiltres=4\n", source="x.cfg")
 
 
+def test_a_net_key_darknet_never_reads_is_accepted_and_reported_with_the_training_keys(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """AlexeyAB's Gaussian_yolov3_BDD.cfg has ``max_epochs`` in [net]: parser.c never reads it (Darknet prints
+    "Unused field" and carries on), and it is no typo of a key [net] reads; so is pjreddie's own ``clip``."""
+    text = NET + "max_epochs=300\nclip=1\nema_alpha=0.9998\n" + CONV
+    with caplog.at_level(logging.WARNING, logger="yolov3.darknet.cfg"):
+        cfg = parse_cfg_text(text, source="bdd.cfg")
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1
+    for fragment in (
+        "bdd.cfg",
+        "max_epochs (line 5, not read by Darknet either)",
+        "clip (line 6, read by pjreddie's Darknet only)",
+        "ema_alpha (line 7)",
+    ):
+        assert fragment in warnings[0]
+    assert cfg.net.width == 32
+
+
+@pytest.mark.parametrize(
+    ("option", "suggestion"),
+    [("widht=416", "width"), ("max_batchs=500", "max_batches"), ("hye=0.1", "hue"), ("sgdr_cylce=2", "sgdr_cycle")],
+)
+def test_a_net_key_that_looks_like_a_typo_stays_an_error_with_the_suggestion(option: str, suggestion: str) -> None:
+    key = option.split("=")[0]
+    with pytest.raises(CfgError, match=rf"x\.cfg:5: \[net\] unknown key '{key}'; did you mean '{suggestion}'"):
+        parse_cfg_text(NET + option + "\n" + CONV, source="x.cfg")
+
+
+def test_unknown_keys_in_layer_sections_stay_errors() -> None:
+    with pytest.raises(CfgError, match=r"x\.cfg:10: \[convolutional\] unknown key 'max_epochs'"):
+        parse_cfg_text(NET + CONV + "max_epochs=300\n", source="x.cfg")
+
+
 @pytest.mark.parametrize(
     ("option", "fragment"),
     [
-        ("xnor=1", r"xnor=1 is read by Darknet but binary \(XNOR\) convolutions are not implemented"),
+        ("coordconv=1", "coordconv=1 is read by Darknet but CoordConv is not implemented"),
         ("antialiasing=1", "antialiasing=1 is read by Darknet but anti-aliased"),
     ],
 )
@@ -53,8 +88,8 @@ def test_such_keys_at_darknets_default_are_accepted() -> None:
 
 
 def test_sections_darknet_reads_but_not_built_here_say_why() -> None:
-    with pytest.raises(CfgError, match=r"x\.cfg:5: section \[conv_lstm\] is read by Darknet but not supported"):
-        parse_cfg_text(NET + "[conv_lstm]\noutput=4\n", source="x.cfg")
+    with pytest.raises(CfgError, match=r"x\.cfg:5: section \[lstm\] is read by Darknet but not supported"):
+        parse_cfg_text(NET + "[lstm]\noutput=4\n", source="x.cfg")
 
 
 @pytest.mark.parametrize(
@@ -81,3 +116,47 @@ def test_shortcut_weights_need_a_normalization_as_in_darknet() -> None:
     text = NET + CONV + CONV + "[shortcut]\nfrom=-2\nweights_type=per_channel\n"
     with pytest.raises(CfgError, match="weights_type=per_channel needs weights_normalization"):
         parse_cfg_text(text)
+
+
+@pytest.mark.parametrize(
+    ("options", "line", "fragment"),
+    [
+        ("xnor=1\n", 8, "xnor=1 is read by Darknet but binary \\(XNOR\\) recurrent convolutions are not implemented"),
+        ("stride=2\npad=1\n", 5, "size=3, stride=2 and padding 1 change the 32x32 input's size; Darknet's \\[crnn\\]"),
+        ("pad=0\n", 5, "size=3, stride=1 and padding 0 change the 32x32 input's size"),
+    ],
+)
+def test_crnn_is_built_for_one_step_at_the_input_size_only(options: str, line: int, fragment: str) -> None:
+    text = NET + "[crnn]\noutput=4\nhidden=4\n" + options
+    with pytest.raises(CfgError, match=rf"x\.cfg:{line}: \[crnn\] " + fragment):
+        Darknet(parse_cfg_text(text, source="x.cfg"))
+
+
+@pytest.mark.parametrize(
+    ("options", "line", "fragment"),
+    [
+        ("xnor=1\n", 8, "xnor=1 is read by Darknet but binary \\(XNOR\\) recurrent convolutions are not implemented"),
+        ("bottleneck=1\n", 8, "bottleneck=1 is read by Darknet but the bottleneck ConvLSTM"),
+        ("lstm_activation=relu\n", 8, "lstm_activation=relu is read by Darknet but an LSTM activation other than tanh"),
+        ("stride=2\n", 5, "size=3, stride=2 and padding 1 change the 32x32 input's size; Darknet's \\[conv_lstm\\]"),
+        ("groups=3\n", 5, "output=4 must be divisible by groups=3"),
+    ],
+)
+def test_conv_lstm_is_built_for_one_step_at_the_input_size_only(options: str, line: int, fragment: str) -> None:
+    text = NET + "[conv_lstm]\noutput=4\npad=1\n" + options
+    with pytest.raises(CfgError, match=rf"x\.cfg:{line}: \[conv_lstm\] " + fragment):
+        Darknet(parse_cfg_text(text, source="x.cfg"))
+
+
+def test_conv_lstm_keys_without_effect_on_one_step_are_accepted() -> None:
+    text = NET + "[conv_lstm]\noutput=4\npad=1\nlstm_activation=tanh\nxnor=0\nbottleneck=0\n"
+    Darknet(parse_cfg_text(text + "shortcut=1\npeephole=1\n"))
+
+
+def test_reorg3d_reverse_needs_output_channels_darknet_can_permute() -> None:
+    """Darknet's [reorg3d] reverse=1 runs reorg_cpu over its output: 24 -> 6 channels divides 6 by 4 (found by
+    tests/test_fuzz.py: Darknet reads outside the buffer; we built a half-initialized gather index)."""
+    text = NET + "[convolutional]\nfilters=24\nsize=1\n[reorg3d]\nstride=2\nreverse=1\n"
+    with pytest.raises(CfgError, match=r"x\.cfg:8: \[reorg3d\] reverse=1 gives 6 channels, not divisible by"):
+        Darknet(parse_cfg_text(text, source="x.cfg"))
+    Darknet(parse_cfg_text(text.replace("filters=24", "filters=32")))

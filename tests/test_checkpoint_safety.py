@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from yolov3.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from yolov3.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 
 
 class Payload:
@@ -36,7 +36,7 @@ def test_arbitrary_objects_refused_in_one_line(tmp_path: Path, writer: str, caps
 
 def test_corrupt_file_is_one_line(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.pt"
-    save_checkpoint(truncated, {"model_state": {"w": torch.zeros(1000)}})
+    save_checkpoint(truncated, Checkpoint(model_state={"w": torch.zeros(1000)}))
     truncated.write_bytes(truncated.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="not a readable checkpoint") as caught:
         load_checkpoint(truncated)

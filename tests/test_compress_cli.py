@@ -12,10 +12,10 @@ import torch
 from test_train import write_config
 
 from yolov3 import compress
+from yolov3.checkpoint import Checkpoint, ModelSpec, load_checkpoint, model_from_checkpoint, save_checkpoint
 from yolov3.compression.sharing import conv_layers
 from yolov3.compression.storage import load_compressed
 from yolov3.models import create_model
-from yolov3.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from yolov3.train.trainer import Trainer
 
 CLASS_NAMES = ("circle", "square", "triangle")
@@ -25,11 +25,11 @@ def tiny_checkpoint(path: Path) -> Path:
     """A ``best.pt`` as the trainer writes it, for yolov3_tiny_test on the synthetic shapes (untrained)."""
     torch.manual_seed(0)
     model = create_model("yolov3_tiny_test", num_classes=3)
-    save_checkpoint(path, {
-        "model": {"name": "yolov3_tiny_test", "kwargs": {"num_classes": 3}}, "model_state": model.state_dict(),
-        "ema_state": None, "class_names": CLASS_NAMES, "input_size": (64, 64),
-        "preprocessing": {"letterbox": True, "fill": 0.5}, "normalization": "darknet",
-    })  # fmt: skip
+    save_checkpoint(path, Checkpoint(
+        model=ModelSpec("yolov3_tiny_test", {"num_classes": 3}), model_state=model.state_dict(),
+        ema_state=None, class_names=CLASS_NAMES, input_size=(64, 64),
+        preprocessing={"letterbox": True, "fill": 0.5}, normalization="darknet",
+    ))  # fmt: skip
     return path
 
 
@@ -66,7 +66,7 @@ def test_compress_end_to_end_then_decode(tmp_path: Path, capsys: pytest.CaptureF
     checkpoint_path, darknet_path = tmp_path / "decoded.pt", tmp_path / "decoded.weights"
     assert compress.main(["decode", str(output), "--out", str(checkpoint_path), "--darknet", str(darknet_path)]) == 0
     checkpoint = load_checkpoint(checkpoint_path)
-    assert checkpoint["class_names"] == CLASS_NAMES and checkpoint["input_size"] == (64, 64)
+    assert checkpoint.class_names == CLASS_NAMES and checkpoint.input_size == (64, 64)
     from_darknet = create_model("yolov3_tiny_test", num_classes=3).eval()
     from_darknet.load_darknet_weights(darknet_path)
     for model in (model_from_checkpoint(checkpoint).eval(), from_darknet):
@@ -80,14 +80,14 @@ def test_compress_end_to_end_then_decode(tmp_path: Path, capsys: pytest.CaptureF
 def test_cli_errors_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     garbage = tmp_path / "garbage.yolov3c"
     garbage.write_bytes(b"not a model at all" * 10)
-    assert compress.main(["decode", str(garbage), "--out", str(tmp_path / "x.pt")]) == 1
+    assert compress.main(["decode", str(garbage), "--out", str(tmp_path / "x.pt")]) == 2
     assert f"{garbage}: not a yolov3 compressed model file" in capsys.readouterr().err
     config = write_config(tmp_path, **{"model.name": "yolov3_test"})
     weights = tiny_checkpoint(tmp_path / "best.pt")
-    assert compress.main(["--weights", str(weights), "--cfg", str(config), "--out", str(tmp_path / "m.yolov3c")]) == 1
+    assert compress.main(["--weights", str(weights), "--cfg", str(config), "--out", str(tmp_path / "m.yolov3c")]) == 2
     assert "a yolov3_tiny_test model, but the config trains yolov3_test" in capsys.readouterr().err
     config = write_config(tmp_path, "other.yaml", **{"model.options": {"width_multiple": 0.125}})
-    assert compress.main(["--weights", str(weights), "--cfg", str(config), "--out", str(tmp_path / "m.yolov3c")]) == 1
+    assert compress.main(["--weights", str(weights), "--cfg", str(config), "--out", str(tmp_path / "m.yolov3c")]) == 2
     assert "was trained as" in capsys.readouterr().err
 
 
@@ -99,6 +99,7 @@ def test_a_killed_compress_resumes_to_the_file_of_an_uninterrupted_run(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="yolov3.compress")
+    caplog.set_level(logging.INFO, logger="yolov3.compression.pipelines")  # where the fine-tuning runs log
     config = write_config(tmp_path, **{"logging.images_every_epochs": 0, "logging.histograms_every_epochs": 0})
     weights = tiny_checkpoint(tmp_path / "best.pt")
 
@@ -133,7 +134,7 @@ def test_a_killed_compress_resumes_to_the_file_of_an_uninterrupted_run(
     capsys.readouterr()
 
     changed = [*arguments("killed"), "--bits", "4", "--resume"]
-    assert compress.main(changed) == 1
+    assert compress.main(changed) == 2
     assert "compress.json: the run was started with other arguments (bits: 3, now 4)" in capsys.readouterr().err
-    assert compress.main([*arguments("elsewhere"), "--resume"]) == 1
+    assert compress.main([*arguments("elsewhere"), "--resume"]) == 2
     assert "compress.json: not found" in capsys.readouterr().err

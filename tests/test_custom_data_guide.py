@@ -20,8 +20,8 @@ import pytest
 import torch
 import yaml
 
+from yolov3.checkpoint import load_checkpoint
 from yolov3.data.dataset_config import build_dataset
-from yolov3.train.checkpoint import load_checkpoint
 from yolov3.train.config import load_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,9 +117,9 @@ def test_custom_data_guide_runs_as_written(tmp_path: Path, monkeypatch, capsys, 
     runs = sorted((tmp_path / "logs").glob("my_dataset-*"))
     assert len(runs) == 1, "--resume must continue in the run's folder, not start a new run"
     checkpoint = load_checkpoint(runs[0] / "last.pt")
-    assert checkpoint["epoch"] == 1 and checkpoint["class_names"] == ("circle", "square", "triangle")
+    assert checkpoint.epoch == 1 and checkpoint.class_names == ("circle", "square", "triangle")
     anchors = yaml.safe_load((tmp_path / "logs" / "anchors" / "anchors.yaml").read_text())["anchors_px"]
-    assert checkpoint["model"]["kwargs"]["anchors_px"] == anchors and len(anchors) == 6
+    assert checkpoint.model.options["anchors_px"] == anchors and len(anchors) == 6
     assert (runs[0] / "best.pt").is_file()
     assert len(list((tmp_path / "logs" / "detect-val" / "labels").glob("*.txt"))) == 8
     output = capsys.readouterr().out

@@ -11,7 +11,7 @@ import pytest
 import torch
 from darknet_harness import DarknetJob, compile_harness, run_darknet
 
-from yolov3.darknet.cfg import ConvolutionalSection, ShortcutSection, parse_cfg_text
+from yolov3.darknet.cfg import ConvLstmSection, ConvolutionalSection, CrnnSection, ShortcutSection, parse_cfg_text
 from yolov3.darknet.graph import HEAD_SECTIONS, build_graph
 from yolov3.models.darknet import Darknet
 from yolov3.models.darknet_layers import darknet_head_activation
@@ -202,7 +202,136 @@ scale_x_y=2.0
 new_coords=1
 """,
     ),
+    "xnor_convolutions": (
+        32,
+        """
+[convolutional]
+xnor=1
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+activation=leaky
+[convolutional]
+xnor=1
+filters=32
+size=3
+pad=1
+activation=mish
+[convolutional]
+xnor=1
+batch_normalize=1
+filters=32
+size=3
+stride=2
+pad=1
+activation=leaky
+bin_output=1
+[convolutional]
+xnor=1
+batch_normalize=1
+filters=64
+size=1
+pad=1
+activation=leaky
+bin_output=1
+[route]
+layers=-1
+[convolutional]
+xnor=1
+groups=2
+batch_normalize=1
+filters=32
+size=3
+pad=1
+activation=leaky
+[convolutional]
+binary=1
+batch_normalize=1
+filters=8
+size=3
+pad=1
+activation=leaky
+[convolutional]
+filters=21
+size=1
+activation=linear
+[yolo]
+mask=0,1,2
+anchors=4,6,10,12,20,24
+num=3
+classes=2
+""",
+    ),
 }
+CFGS["crnn"] = (
+    16,
+    """
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+pad=1
+activation=leaky
+[crnn]
+batch_normalize=1
+size=3
+pad=1
+output=8
+hidden=6
+activation=leaky
+[crnn]
+size=1
+output=14
+hidden=4
+groups=2
+shortcut=1
+activation=logistic
+[yolo]
+mask=0,1
+anchors=4,6,10,12
+num=2
+classes=2
+""",
+)
+CFGS["conv_lstm"] = (
+    16,
+    """
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+pad=1
+activation=leaky
+[conv_lstm]
+batch_normalize=1
+size=3
+pad=1
+output=6
+peephole=1
+activation=leaky
+[conv_lstm]
+size=1
+output=8
+groups=2
+activation=logistic
+[conv_lstm]
+size=3
+pad=1
+output=14
+peephole=1
+[yolo]
+mask=0,1
+anchors=4,6,10,12
+num=2
+classes=2
+""",
+)
+# Cfgs whose first layer binarizes the input: it gets signs at random and magnitudes in [0.05, 1], so no value
+# sits near 0, where Darknet's sign and ours could round apart (later xnor layers read integer counts times a
+# scale plus a bias, which land near 0 with probability about 1e-6 per filter).
+SIGNED_INPUTS = {"xnor_convolutions"}
 
 
 def _conv(filters: int, size: int = 3, stride: int = 1, activation: str = "leaky", bn: int = 1) -> str:
@@ -251,18 +380,37 @@ CFGS["yolov3_tiny_prn_structure"] = (64, tiny_prn_structure())
 CFGS["yolov4_tiny_structure"] = (64, tiny_v4_structure())
 
 
+def _random_conv(rng: np.random.Generator, filters: int, fan_in: int, batch_normalize: int) -> list[np.ndarray]:
+    """One conv's floats as load_convolutional_weights reads them: biases, [scales, mean, variance], weights."""
+    parts = [rng.normal(0.0, 0.1, filters)]
+    if batch_normalize:
+        parts += [rng.uniform(0.4, 0.9, filters), rng.normal(0, 0.1, filters), rng.uniform(0.5, 1.5, filters)]
+    parts.append(rng.normal(0.0, fan_in**-0.5, filters * fan_in))
+    return parts
+
+
 def write_random_weights(cfg, path: Path, seed: int) -> None:
-    """Random .weights for every conv and weighted shortcut of ``cfg`` (layout from Darknet's parser.c)."""
+    """Random .weights for every conv, [crnn], [conv_lstm] and weighted shortcut of ``cfg`` (layout from
+    Darknet's parser.c)."""
     rng = np.random.default_rng(seed)
     chunks = [struct.pack("<3iq", 0, 2, 5, 0)]
     for node in build_graph(cfg):
         section = node.section
         if isinstance(section, ConvolutionalSection):
-            filters, fan_in = section.filters, node.in_channels // section.groups * section.size**2
-            parts = [rng.normal(0.0, 0.1, filters)]
-            if section.batch_normalize:
-                parts += [rng.uniform(0.4, 0.9, filters), rng.normal(0, 0.1, filters), rng.uniform(0.5, 1.5, filters)]
-            parts.append(rng.normal(0.0, fan_in**-0.5, filters * fan_in))
+            fan_in = node.in_channels // section.effective_groups * section.size**2
+            parts = _random_conv(rng, section.filters, fan_in, section.batch_normalize)
+        elif isinstance(section, CrnnSection):  # its input, self and output convolutions, in that order
+            parts = []
+            for inputs, outputs in ((node.in_channels, section.hidden), (section.hidden, section.hidden)):
+                parts += _random_conv(rng, outputs, inputs // section.groups * section.size**2, section.batch_normalize)
+            fan_in = section.hidden // section.groups * section.size**2
+            parts += _random_conv(rng, section.output, fan_in, section.batch_normalize)
+        elif isinstance(section, ConvLstmSection):  # vf, vi, vo (peephole), wf, wi, wg, wo, uf, ui, ug, uo
+            recurrent = 7 if section.peephole else 4
+            parts = []
+            for inputs in (section.output,) * recurrent + (node.in_channels,) * 4:
+                fan_in = inputs // section.groups * section.size**2
+                parts += _random_conv(rng, section.output, fan_in, section.batch_normalize)
         elif isinstance(section, ShortcutSection) and section.weights_type != "none":
             per_input = node.in_channels if section.weights_type == "per_channel" else 1
             parts = [rng.normal(0.5, 0.5, (len(section.from_layer) + 1) * per_input)]
@@ -297,7 +445,10 @@ def darknet_runs(alexeyab_darknet: Path, tmp_path_factory: pytest.TempPathFactor
         cfg_path.write_text(text)
         cfg = parse_cfg_text(text, source=str(cfg_path))
         write_random_weights(cfg, weights_path, seed)
-        image = np.random.default_rng(100 + seed).random((3, size, size), dtype=np.float32)
+        rng = np.random.default_rng(100 + seed)
+        image = rng.random((3, size, size), dtype=np.float32)
+        if name in SIGNED_INPUTS:
+            image = (rng.choice([-1.0, 1.0], image.shape) * rng.uniform(0.05, 1.0, image.shape)).astype(np.float32)
         prepared[name] = (cfg, weights_path, image)
         jobs.append(DarknetJob(cfg_path, weights_path, image, all_layers=True))
     results = run_darknet(executable, jobs, work / "out")
@@ -329,3 +480,18 @@ def test_weights_layout_is_what_darknet_reads(darknet_runs: dict, name: str) -> 
     ours = weights_path.read_bytes()
     assert len(result.saved_weights) == len(ours)
     assert result.saved_weights[20:] == ours[20:]
+
+
+@pytest.mark.parametrize("dropped", ["w", "v"])
+def test_conv_lstm_comparison_sees_a_dropped_term(darknet_runs: dict, dropped: str) -> None:
+    """The comparison above is sharp enough to see the h-path convs (w(0): their bias or batch-norm shift) or
+    the peepholes left out of [conv_lstm]."""
+    cfg, weights_path, image, result = darknet_runs["conv_lstm"]
+    model = Darknet(cfg).eval()
+    model.load_darknet_weights(weights_path)
+    first = next(index for index, section in enumerate(cfg.layers) if isinstance(section, ConvLstmSection))
+    for block in getattr(model.layers[first], dropped).values():
+        block.register_forward_hook(lambda _m, _i, out: torch.zeros_like(out))
+    mine = our_layer_outputs(model, torch.from_numpy(image)[None])[first].ravel()
+    reference = result.outputs[first].ravel()
+    assert np.abs(mine - reference).max() / np.abs(reference).max() > 1e-2

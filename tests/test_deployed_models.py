@@ -15,6 +15,7 @@ import yaml
 from test_train import tiny_config
 
 from yolov3 import compress, evaluate
+from yolov3.checkpoint import load_checkpoint, model_from_checkpoint
 from yolov3.compression.masks import prunable_layers
 from yolov3.compression.sharing import share_weights
 from yolov3.compression.storage import write_compressed
@@ -25,9 +26,8 @@ from yolov3.export import export_onnx
 from yolov3.export.cli import main as export_main
 from yolov3.inference.model_loading import ModelLoadingError, load_inference_model
 from yolov3.inference.onnx_backend import OnnxModelError
-from yolov3.train.checkpoint import load_checkpoint, model_from_checkpoint
+from yolov3.train.builder import build_trainer
 from yolov3.train.config import load_train_config
-from yolov3.train.trainer import Trainer
 
 CLASS_NAMES = ("circle", "square", "triangle")  # the synthetic shapes
 # The NMS IoU threshold of detect, and of evaluate here: the pseudo-labels below are detect's own boxes.
@@ -52,7 +52,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     mapping["optimizer"] = {"name": "adamw", "learning_rate": 0.01}
     config = root / "tiny.yaml"
     config.write_text(yaml.safe_dump(mapping))
-    Trainer(load_train_config(config), root / "run", progress=False).fit()
+    build_trainer(load_train_config(config), root / "run", progress=False).fit()
     checkpoint, images = root / "run" / "last.pt", root / "shapes" / "images" / "val"
     arguments = [
         "--weights",
@@ -145,16 +145,18 @@ def test_yolov3c_evaluates_as_the_model_it_decodes_to(trained: TrainedRun, tmp_p
     checkpoint = load_checkpoint(trained.checkpoint)
     model = model_from_checkpoint(checkpoint).eval()
     shared = share_weights(model, 4, layers=prunable_layers(model, ("first", "heads")))
-    metadata = {key: checkpoint[key] for key in ("class_names", "input_size", "preprocessing", "normalization")}
+    metadata = {
+        key: getattr(checkpoint, key) for key in ("class_names", "input_size", "preprocessing", "normalization")
+    }
     compressed = tmp_path / "model.yolov3c"
-    write_compressed(compressed, model, shared, model_spec=checkpoint["model"], metadata=metadata)
+    write_compressed(compressed, model, shared, model_spec=checkpoint.model.to_dict(), metadata=metadata)
     decoded = tmp_path / "decoded.pt"
     assert compress.main(["decode", str(compressed), "--out", str(decoded)]) == 0
     from_file = evaluate_report(trained, compressed, tmp_path)
     assert from_file["backend"] == "PyTorch (yolov3c decoded)"
     assert from_file["mAP50"] == evaluate_report(trained, decoded, tmp_path)["mAP50"]  # the same tensors
     loaded = load_inference_model(compressed)
-    assert loaded.class_names == tuple(checkpoint["class_names"]) and loaded.input_size == (64, 64)
+    assert loaded.class_names == tuple(checkpoint.class_names) and loaded.input_size == (64, 64)
 
 
 def test_channel_pruned_cfg_and_weights_evaluate(trained: TrainedRun, tmp_path: Path) -> None:
@@ -187,14 +189,14 @@ def test_files_evaluate_cannot_run_are_refused_by_name(
         (["--weights", str(good), "--cfg", "x.cfg"], f"{good}: an ONNX file names its own model"),
     ]
     for arguments, message in cases:
-        assert evaluate.main([*arguments, *data]) == 1, arguments
+        assert evaluate.main([*arguments, *data]) == 2, arguments
         assert message in capsys.readouterr().err
     with pytest.raises(OnnxModelError, match="thread count must be at least 1"):
         load_inference_model(good, onnx_threads=0)
     arguments = ["--weights", str(bare), "--source", str(trained.images), "--out", str(tmp_path / "out")]
-    assert detect_main(arguments) == 1
+    assert detect_main(arguments) == 2
     assert "no yolov3 metadata" in capsys.readouterr().err
     with pytest.raises(ModelLoadingError, match="exported for 64x64 inputs, not 96x96"):
         load_inference_model(good).check_input_size((96, 96))
-    assert export_main(["--weights", str(good), "--format", "onnx", "--out", str(tmp_path / "again.onnx")]) == 1
+    assert export_main(["--weights", str(good), "--format", "onnx", "--out", str(tmp_path / "again.onnx")]) == 2
     assert f"{good}: is already an ONNX graph" in capsys.readouterr().err

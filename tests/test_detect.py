@@ -13,16 +13,16 @@ import torch
 from torchvision.ops import batched_nms, box_convert, box_iou
 
 from yolov3.data.image_io import read_image_rgb
-from yolov3.detect import (
+from yolov3.detect import main
+from yolov3.inference import Predictor, Preprocessing, decode_outputs, draw_detections, preprocess
+from yolov3.inference.coco_results import coco_detections
+from yolov3.inference.detect_files import (
     COCO80_TO_COCO91,
     assign_image_ids,
-    main,
     output_names,
     read_class_names,
     yolo_label_lines,
 )
-from yolov3.evaluation.dataset_gt import coco_detections
-from yolov3.inference import Predictor, Preprocessing, decode_outputs, draw_detections, preprocess
 from yolov3.models import yolov3_tiny_test
 
 cv2 = pytest.importorskip("cv2")
@@ -275,7 +275,7 @@ def test_bad_sources_are_one_line_errors(make_source, expected: str, test_weight
     source = tmp_path / "source"
     source.mkdir()
     (source / "notes.txt").write_text("not an image")
-    assert main([*model_arguments(test_weights, tmp_path / "out"), "--source", str(make_source(source))]) == 1
+    assert main([*model_arguments(test_weights, tmp_path / "out"), "--source", str(make_source(source))]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1
     assert str(source) in error[0] and re.search(expected, error[0])
@@ -287,21 +287,21 @@ def test_names_file_must_match_the_model(test_weights: Path, tmp_path: Path, cap
     names = tmp_path / "two.names"
     names.write_text("cat\ndog\n\n")
     arguments = [*model_arguments(test_weights, tmp_path / "out"), "--source", str(tmp_path / "a.jpg")]
-    assert main([*arguments, "--names", str(names)]) == 1
+    assert main([*arguments, "--names", str(names)]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert error == [f"error: {names}: has 2 class names, but the model has 3 classes"]
-    assert main([*arguments, "--names", str(tmp_path / "none.names")]) == 1
+    assert main([*arguments, "--names", str(tmp_path / "none.names")]) == 2
     assert "none.names: cannot read class names" in capsys.readouterr().err
-    assert main([*arguments, "--coco91"]) == 1
+    assert main([*arguments, "--coco91"]) == 2
     assert "--coco91 needs an 80-class COCO model; this one has 3 classes" in capsys.readouterr().err
 
 
 def test_unknown_model_and_missing_weights_are_errors(test_weights: Path, tmp_path: Path, capsys) -> None:
     write_image(tmp_path / "a.jpg", 40, 40)
     common = ["--source", str(tmp_path / "a.jpg"), "--out", str(tmp_path / "out")]
-    assert main(["--model", "yolov3_tiny_tset", "--weights", str(test_weights), *common]) == 1
+    assert main(["--model", "yolov3_tiny_tset", "--weights", str(test_weights), *common]) == 2
     assert "did you mean 'yolov3_tiny_test'" in capsys.readouterr().err
-    assert main(["--model", "yolov3_tiny_test", "--weights", str(tmp_path / "nope.weights"), *common]) == 1
+    assert main(["--model", "yolov3_tiny_test", "--weights", str(tmp_path / "nope.weights"), *common]) == 2
     assert "nope.weights" in capsys.readouterr().err
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from yolov3.detect import build_predictor, parse_args
+from yolov3.cli.detect import build_predictor, parse_args
 from yolov3.detect import main as detect_main
 from yolov3.inference.sources import SourceError, resolve_sources
 from yolov3.models import yolov3_tiny_test

@@ -70,7 +70,7 @@ def test_cli_without_options_prints_only_the_coco_table(inputs: tuple[Path, Path
 
 
 def error_of(argv: list[str], capsys) -> str:
-    assert main(argv) == 1
+    assert main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.strip().splitlines()

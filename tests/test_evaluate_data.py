@@ -11,8 +11,8 @@ from test_train import tiny_config
 
 from yolov3 import evaluate
 from yolov3.inference.model_loading import load_inference_model
+from yolov3.train.builder import build_trainer
 from yolov3.train.config import load_train_config
-from yolov3.train.trainer import Trainer
 
 
 @pytest.mark.slow
@@ -22,7 +22,7 @@ def test_evaluate_data_equals_the_trainers_validation(tmp_path: Path, capsys: py
     mapping["optimizer"] = {"name": "adamw", "learning_rate": 0.01}
     config_path.write_text(yaml.safe_dump(mapping))
     config = load_train_config(config_path)
-    result = Trainer(config, tmp_path / "run", progress=False).fit()
+    result = build_trainer(config, tmp_path / "run", progress=False).fit()
     trainer_scores = result.history[-1]
     assert trainer_scores["mAP50"] == pytest.approx(result.last_map50)
 
@@ -49,6 +49,6 @@ def test_evaluate_data_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "--weights needs --data" in capsys.readouterr().err
     config_path = tmp_path / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(tiny_config(tmp_path)))
-    assert evaluate.main(["--weights", str(tmp_path / "missing.pt"), "--data", str(config_path)]) == 1
+    assert evaluate.main(["--weights", str(tmp_path / "missing.pt"), "--data", str(config_path)]) == 2
     assert "missing.pt: no such weights file" in capsys.readouterr().err
-    assert evaluate.main(["--weights", str(tmp_path / "x.pt"), "--data", str(config_path), "--split", "test"]) == 1
+    assert evaluate.main(["--weights", str(tmp_path / "x.pt"), "--data", str(config_path), "--split", "test"]) == 2

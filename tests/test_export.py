@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from yolov3.checkpoint import Checkpoint, ModelSpec, save_checkpoint
 from yolov3.darknet.cfg import parse_cfg
 from yolov3.data.image_io import read_image_rgb
 from yolov3.data.shapes import SceneOptions, draw_scene
@@ -34,7 +35,6 @@ from yolov3.export.onnx_export import ExportError
 from yolov3.inference import Predictor, Preprocessing, decode_outputs, postprocess, preprocess
 from yolov3.inference.predictor import model_head_specs
 from yolov3.models import Darknet, create_model
-from yolov3.train.checkpoint import save_checkpoint
 
 INPUT_SIZE = (96, 128)  # (height, width): not square, so that height and width cannot be swapped unnoticed
 CONF_THRESHOLD, IOU_THRESHOLD = 0.2, 0.45
@@ -315,14 +315,14 @@ def checkpoint(tiny_model: nn.Module, tmp_path_factory: pytest.TempPathFactory) 
     path = tmp_path_factory.mktemp("checkpoint") / "best.pt"
     save_checkpoint(
         path,
-        {
-            "model": {"name": "yolov3_tiny_test", "kwargs": {"num_classes": 3}},
-            "model_state": create_model("yolov3_tiny_test", num_classes=3).state_dict(),
-            "ema_state": tiny_model.state_dict(),
-            "class_names": ["circle", "square", "triangle"],
-            "input_size": list(INPUT_SIZE),
-            "preprocessing": {"letterbox": True, "fill": 0.5},
-        },
+        Checkpoint(
+            model=ModelSpec("yolov3_tiny_test", {"num_classes": 3}),
+            model_state=create_model("yolov3_tiny_test", num_classes=3).state_dict(),
+            ema_state=tiny_model.state_dict(),
+            class_names=("circle", "square", "triangle"),
+            input_size=(INPUT_SIZE[0], INPUT_SIZE[1]),
+            preprocessing={"letterbox": True, "fill": 0.5},
+        ),
     )
     return path
 
@@ -383,26 +383,22 @@ def test_cli_darknet_weights_with_a_model_name(tiny_model: nn.Module, tmp_path: 
 
 def test_cli_errors_name_the_file(checkpoint: Path, tmp_path: Path, capsys) -> None:
     missing = tmp_path / "missing.weights"
-    assert main(["--weights", str(missing), "--model", "yolov3_tiny", "--format", "onnx", "--out", "x.onnx"]) == 1
+    assert main(["--weights", str(missing), "--model", "yolov3_tiny", "--format", "onnx", "--out", "x.onnx"]) == 2
     assert f"{missing}: no such weights file" in capsys.readouterr().err
     mobilenet = tmp_path / "mobilenet.pt"
     model = create_model("yolov3_mobilenet_v3_small", num_classes=3)
     save_checkpoint(
-        mobilenet,
-        {
-            "model": {"name": "yolov3_mobilenet_v3_small", "kwargs": {"num_classes": 3}},
-            "model_state": model.state_dict(),
-        },
+        mobilenet, Checkpoint(ModelSpec("yolov3_mobilenet_v3_small", {"num_classes": 3}), model.state_dict())
     )
-    assert main(["--weights", str(mobilenet), "--format", "darknet", "--out", str(tmp_path / "m")]) == 1
+    assert main(["--weights", str(mobilenet), "--format", "darknet", "--out", str(tmp_path / "m")]) == 2
     error = capsys.readouterr().err
     assert "no Darknet cfg form" in error and str(tmp_path / "m.cfg") in error
-    assert main(["--weights", str(checkpoint), "--cfg", "x.cfg", "--format", "onnx", "--out", "x.onnx"]) == 1
+    assert main(["--weights", str(checkpoint), "--cfg", "x.cfg", "--format", "onnx", "--out", "x.onnx"]) == 2
     assert "a checkpoint names its own model" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     arguments = ["--weights", str(checkpoint), "--format", "onnx", "--out", str(tmp_path / "q.onnx"), "--int8"]
-    assert main([*arguments, "--calibration-data", str(empty)]) == 1
+    assert main([*arguments, "--calibration-data", str(empty)]) == 2
     assert f"{empty}: no calibration images" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(arguments)  # --int8 without --calibration-data

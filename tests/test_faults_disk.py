@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from yolov3.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from yolov3.models import create_model
-from yolov3.train.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
 def test_failed_checkpoint_write_keeps_previous(tmp_path: Path, monkeypatch, code: int) -> None:
     target = tmp_path / "last.pt"
-    save_checkpoint(target, {"epoch": 1, "model_state": {"w": torch.ones(3)}})
+    save_checkpoint(target, Checkpoint(epoch=1, model_state={"w": torch.ones(3)}))
     before = target.read_bytes()
 
     def failing_save(payload, file):
@@ -24,11 +24,11 @@ def test_failed_checkpoint_write_keeps_previous(tmp_path: Path, monkeypatch, cod
 
     monkeypatch.setattr(torch, "save", failing_save)
     with pytest.raises(OSError) as caught:
-        save_checkpoint(target, {"epoch": 2})
+        save_checkpoint(target, Checkpoint(epoch=2))
     assert caught.value.errno == code and caught.value.filename == str(target)
     assert "\n" not in str(caught.value) and str(target) in str(caught.value)
     monkeypatch.undo()
-    assert target.read_bytes() == before and load_checkpoint(target)["epoch"] == 1
+    assert target.read_bytes() == before and load_checkpoint(target).epoch == 1
     assert [path.name for path in tmp_path.iterdir()] == ["last.pt"]  # no temporary left behind
 
 

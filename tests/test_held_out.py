@@ -9,12 +9,12 @@ import pytest
 import yaml
 from test_train import tiny_config
 
+from yolov3.checkpoint import load_checkpoint
 from yolov3.evaluation.dataset_run import DatasetEvaluationSettings, evaluate_on_dataset, read_data_source
 from yolov3.inference.model_loading import load_inference_model
-from yolov3.train.checkpoint import load_checkpoint
+from yolov3.train.builder import build_trainer
 from yolov3.train.config import load_train_config
 from yolov3.train.held_out import HeldOutEvaluation, HeldOutRecord
-from yolov3.train.trainer import Trainer
 
 EVALUATION_PAUSE = 0.4  # seconds each held-out evaluation sleeps, to make its exclusion from the clock visible
 
@@ -33,7 +33,7 @@ def test_held_out_records_match_evaluate_and_exclude_their_own_time(tmp_path: Pa
     seen: list[HeldOutRecord] = []
     held_out = SlowHeldOut("val", every_epochs=1, at_start=True, on_record=seen.append)  # synthetic data: no test
     started = time.perf_counter()
-    result = Trainer(config, tmp_path / "run", progress=False, callbacks=[held_out]).fit()
+    result = build_trainer(config, tmp_path / "run", progress=False, callbacks=[held_out]).fit()
     wall_seconds = time.perf_counter() - started
 
     assert [record.epoch for record in held_out.records] == [0, 1, 2]  # before training, then every epoch
@@ -55,7 +55,7 @@ def test_held_out_records_match_evaluate_and_exclude_their_own_time(tmp_path: Pa
     assert last.map == pytest.approx(evaluation.result.coco.stats["AP"], abs=1e-6)
     assert set(last.per_class) == set(config.data.dataset.class_names() or loaded.class_names)
 
-    state = load_checkpoint(tmp_path / "run" / "last.pt")["callbacks"][0]  # a resume gets the records back
+    state = load_checkpoint(tmp_path / "run" / "last.pt").callbacks[0]  # a resume gets the records back
     restored = HeldOutEvaluation("val")
     restored.load_state_dict(state)
     assert restored.records == held_out.records

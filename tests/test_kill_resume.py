@@ -25,8 +25,8 @@ import yaml
 from kill_in_write import KILL_IN_WRITE
 from test_train import tiny_config
 
+from yolov3.checkpoint import Checkpoint, ModelSpec, load_checkpoint, save_checkpoint
 from yolov3.train import cli
-from yolov3.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = 20
@@ -96,7 +96,7 @@ def run(command: list[str], env: dict[str, str], log: Path, kill_at_cpu: float |
                 training = cpu if TRAINING_STARTS in text.read() else None
         if watch is not None and watch.is_file() and watch.stat().st_mtime_ns != stamp:
             stamp = watch.stat().st_mtime_ns
-            epoch = load_checkpoint(watch)["epoch"]
+            epoch = load_checkpoint(watch).epoch
             marks.extend([cpu] * (epoch + 1 - len(marks)))  # a missed poll counts both epochs as done now
         if (kill_at_cpu is not None and cpu >= kill_at_cpu) or (
             kill_in_training is not None and training is not None and cpu >= training + kill_in_training
@@ -117,20 +117,22 @@ def completed_epochs(run_dir: Path) -> int:
     if not (run_dir / "last.pt").is_file():
         return 0
     last = load_checkpoint(run_dir / "last.pt")
-    assert (run_dir / "best.pt").is_file(), f"last.pt holds epoch {last['epoch'] + 1}, but there is no best.pt"
+    assert (run_dir / "best.pt").is_file(), f"last.pt holds epoch {last.epoch + 1}, but there is no best.pt"
     best = load_checkpoint(run_dir / "best.pt")
-    assert best["best_map50"] >= last["best_map50"], f"best.pt (epoch {best['epoch'] + 1}) is behind last.pt"
-    return last["epoch"] + 1
+    assert best.best_map50 >= last.best_map50, f"best.pt (epoch {best.epoch + 1}) is behind last.pt"
+    return last.epoch + 1
 
 
-def assert_same_checkpoint(resumed: dict, expected: dict, name: str) -> None:
-    assert resumed["epoch"] == expected["epoch"], f"{name}: epoch {resumed['epoch']} != {expected['epoch']}"
-    assert resumed["best_map50"] == pytest.approx(expected["best_map50"], abs=1e-9), name
-    assert [h["mAP50"] for h in resumed["history"]] == pytest.approx([h["mAP50"] for h in expected["history"]])
+def assert_same_checkpoint(resumed: Checkpoint, expected: Checkpoint, name: str) -> None:
+    assert resumed.epoch == expected.epoch, f"{name}: epoch {resumed.epoch} != {expected.epoch}"
+    assert resumed.best_map50 == pytest.approx(expected.best_map50, abs=1e-9), name
+    assert [h["mAP50"] for h in resumed.history] == pytest.approx([h["mAP50"] for h in expected.history])
     for key in ("model_state", "ema_state"):
-        assert resumed[key].keys() == expected[key].keys()
-        for tensor, value in expected[key].items():
-            torch.testing.assert_close(resumed[key][tensor], value, rtol=0, atol=1e-6, msg=f"{name} {key}.{tensor}")
+        assert getattr(resumed, key).keys() == getattr(expected, key).keys()
+        for tensor, value in getattr(expected, key).items():
+            torch.testing.assert_close(
+                getattr(resumed, key)[tensor], value, rtol=0, atol=1e-6, msg=f"{name} {key}.{tensor}"
+            )
 
 
 def improvements(history: list[dict[str, float]]) -> list[bool]:
@@ -153,7 +155,7 @@ def test_twenty_kill_9s_and_resumes_end_equal_to_an_uninterrupted_run(tmp_path: 
     assert launch.training_cpu is not None and len(launch.epoch_cpu) == EPOCHS, launch
     startup_cpu = launch.training_cpu
     timeline = (range(EPOCHS + 1), [0.0] + [cpu - startup_cpu for cpu in launch.epoch_cpu])  # epochs -> CPU seconds
-    improved = improvements(load_checkpoint(reference / "last.pt")["history"])
+    improved = improvements(load_checkpoint(reference / "last.pt").history)
 
     killed_config = write_run_config(tmp_path / "killed")
     killed = tmp_path / "killed" / "logs" / "run"
@@ -214,9 +216,78 @@ def test_resume_of_a_run_killed_before_it_wrote_args_yaml_says_to_start_it_with_
 ) -> None:
     run_dir = tmp_path / "logs" / "run"
     run_dir.mkdir(parents=True)  # what a kill between the folder and its args.yaml leaves
-    assert cli.main(["--resume", str(run_dir), "--no-progress"]) == 1
+    assert cli.main(["--resume", str(run_dir), "--no-progress"]) == 2
     error = capsys.readouterr().err
     assert error.strip() == (
         f"error: {run_dir / 'args.yaml'}: not found: {run_dir} is not a run folder, or its run was stopped before "
         "it wrote its config; start the run with --cfg"
     )
+
+
+PRUNE_EPOCHS = 4
+PRUNE_KILLS = 5
+
+
+def write_dense_checkpoint(path: Path) -> Path:
+    """A ``best.pt`` of yolov3_tiny_test for the synthetic shapes (its initialization: pruning needs no training)."""
+    torch.manual_seed(0)
+    spec = ModelSpec("yolov3_tiny_test", {"num_classes": 3})
+    save_checkpoint(path, Checkpoint(spec, spec.build().state_dict(), class_names=("circle", "square", "triangle")))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads CPU times from /proc")
+def test_prune_fine_tuning_killed_and_resumed_ends_equal_to_an_uninterrupted_run(tmp_path: Path) -> None:
+    """``python -m yolov3.prune oneshot`` SIGKILLed at random moments (inside its fine-tuning epochs and inside
+    atomic writes: prune.json, best.pt, last.pt), each time continued with ``--resume``: the fine-tuned ``last.pt``
+    and the ``pruned.pt`` it writes equal an uninterrupted run's."""
+    config, weights = write_run_config(tmp_path / "inputs"), write_dense_checkpoint(tmp_path / "dense.pt")
+
+    def command(out: Path) -> list[str]:
+        return ["yolov3.prune", "oneshot", "--weights", str(weights), "--cfg", str(config), "--target", "0.5",
+                "--finetune-epochs", str(PRUNE_EPOCHS), "--out", str(out), "--no-progress"]  # fmt: skip
+
+    reference = tmp_path / "reference"
+    launcher = [sys.executable, str(ROOT / "tests" / "kill_in_write.py")]
+    launch = run(
+        [*launcher, *command(reference)], environment(), tmp_path / "reference.log", watch=reference / "last.pt"
+    )
+    assert launch.status == 0, (tmp_path / "reference.log").read_text()[-3000:]
+    assert launch.training_cpu is not None and len(launch.epoch_cpu) == PRUNE_EPOCHS, launch
+    timeline = (range(PRUNE_EPOCHS + 1), [0.0] + [cpu - launch.training_cpu for cpu in launch.epoch_cpu])
+
+    killed, log = tmp_path / "killed", tmp_path / "killed.log"
+    rng = random.Random(13)
+    modes = ["write", "train", *(rng.choice(("train", "train", "write")) for _ in range(PRUNE_KILLS - 2))]
+    kills: list[Kill] = []
+    for mode in modes:
+        before = completed_epochs(killed)
+        kill_in_training, kill_in_write = None, 0
+        if mode == "train":  # somewhere in what is left of the fine-tuning
+            left = float(np.interp(PRUNE_EPOCHS, *timeline) - np.interp(before, *timeline))
+            kill_in_training = left * rng.uniform(0.1, 0.9)
+        else:  # the first launch writes prune.json first; any launch then best.pt / last.pt of its first epoch
+            kill_in_write = rng.randint(1, 2)
+        resume = ["--resume"] if (killed / "prune.json").is_file() else []
+        status = run([*launcher, *command(killed), *resume], environment(kill_in_write), log, None,
+                     kill_in_training).status  # fmt: skip
+        if status == 0:
+            break  # the run finished before the kill (allowed; the kills before it still count)
+        assert status == -9, f"launch {len(kills) + 1} ({mode}) exited {status}:\n" + log.read_text()[-4000:]
+        kills.append(Kill(f"write {kill_in_write}" if kill_in_write else mode, before, completed_epochs(killed)))
+    else:
+        status = run([*launcher, *command(killed), "--resume"], environment(), log).status
+        assert status == 0, log.read_text()[-4000:]
+
+    summary = ", ".join(map(str, kills))
+    print(f"\nprune fine-tuning: {len(kills)} kills (mode@epochs before->after): {summary}")
+    assert len(kills) >= 3 and any(kill.mode.startswith("write") for kill in kills), summary
+    assert not list(killed.glob(".*.tmp")), "the resumed run did not remove the partial files of killed writes"
+    assert_same_checkpoint(load_checkpoint(killed / "last.pt"), load_checkpoint(reference / "last.pt"), "last.pt")
+    pruned, expected = load_checkpoint(killed / "pruned.pt"), load_checkpoint(reference / "pruned.pt")
+    assert pruned.pruning == expected.pruning and pruned.optimizer is None  # a plain (inference) checkpoint
+    for key in ("model_state", "ema_state"):
+        for tensor, value in getattr(expected, key).items():
+            torch.testing.assert_close(getattr(pruned, key)[tensor], value, rtol=0, atol=1e-6, msg=f"pruned.pt {key}")
+    assert (killed / "prune.csv").read_text() == (reference / "prune.csv").read_text()

@@ -11,6 +11,7 @@ import torch
 from test_train import random_batch, write_config
 
 from yolov3 import prune as prune_cli
+from yolov3.checkpoint import load_checkpoint
 from yolov3.compression import effective_weight, magnitude_prune, prunable_layers, pruning_masks
 from yolov3.compression.lottery import (
     RewindPoint,
@@ -22,11 +23,10 @@ from yolov3.compression.lottery import (
 )
 from yolov3.loss.yolo_loss import YoloLoss
 from yolov3.models import create_model
-from yolov3.train.checkpoint import load_checkpoint
+from yolov3.train.builder import build_trainer
 from yolov3.train.config import load_train_config
 from yolov3.train.optimizer import OptimizerConfig, build_optimizer
 from yolov3.train.step import StepRunner
-from yolov3.train.trainer import Trainer
 
 SPEC = {"name": "yolov3_tiny_test", "kwargs": {"num_classes": 3}}
 
@@ -79,20 +79,21 @@ def test_rewinding_to_iteration_k_is_bit_identical() -> None:
 
 def test_ticket_callback_rewinds_the_trainer_model_and_its_ema(tmp_path: Path) -> None:
     config = load_train_config(write_config(tmp_path))
-    first = Trainer(config, tmp_path / "first", progress=False)
+    first = build_trainer(config, tmp_path / "first", progress=False)
     recorder = RewindRecorder(0)
-    recorder.on_fit_start(first)  # iteration 0: the initialization
-    model = first.raw_model
+    recorder.on_fit_start(first.context)  # iteration 0: the initialization
+    model = first.model
     magnitude_prune(model, 0.5, scope="global", layers=prunable_layers(model))
     masks = pruning_masks(model)
-    second = Trainer(config, tmp_path / "second", progress=False)  # reseeded: the same init as the first
+    second = build_trainer(config, tmp_path / "second", progress=False)  # reseeded: the same init as the first
     with torch.no_grad():
-        for parameter in [*second.raw_model.parameters(), *second.ema.module.parameters()]:
+        for parameter in [*second.model.parameters(), *second.eval_model.parameters()]:
             parameter.add_(1.0)  # so that equal values can only come from rewinding
-    TicketCallback(recorder.state, masks).on_fit_start(second)
-    assert_rewound(second.raw_model, recorder.state, masks)
-    assert_rewound(second.ema.module, recorder.state, masks)
-    assert pruning_masks(second.ema.module).keys() == masks.keys()
+    assert second.eval_model is not second.model  # the EMA's model
+    TicketCallback(recorder.state, masks).on_fit_start(second.context)
+    assert_rewound(second.model, recorder.state, masks)
+    assert_rewound(second.eval_model, recorder.state, masks)
+    assert pruning_masks(second.eval_model).keys() == masks.keys()
 
 
 @pytest.mark.slow
@@ -121,11 +122,11 @@ def test_two_round_lottery_cli_writes_the_table(tmp_path: Path, capsys: pytest.C
     assert "| 2 | 0.5100 | 0.5100 |" in (out / "lottery.md").read_text()
     assert {"round-0", "round-1", "round-2", "control-1", "control-2", "rewind.pt"} <= {p.name for p in out.iterdir()}
     assert any(path.name.startswith("events.out.tfevents") for path in out.iterdir())
-    assert load_checkpoint(out / "rewind.pt")["rewind_iteration"] == 1
-    last = load_checkpoint(out / "round-2" / "last.pt")["model_state"]
+    assert load_checkpoint(out / "rewind.pt").rewind_iteration == 1
+    last = load_checkpoint(out / "round-2" / "last.pt").model_state
     masks = {key: value for key, value in last.items() if key.endswith("weight_mask")}
     zeros = sum(int((mask == 0).sum()) for mask in masks.values())
     total = sum(mask.numel() for mask in masks.values())
     assert zeros / total == pytest.approx(0.51, abs=2e-4)
-    assert prune_cli.main([*arguments[:-1], "epoch:1", "--out", str(out)]) == 1
+    assert prune_cli.main([*arguments[:-1], "epoch:1", "--out", str(out)]) == 2
     assert "iteration:K" in capsys.readouterr().err

@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch import nn
 
+from yolov3.checkpoint import Checkpoint, ModelSpec, save_checkpoint
+from yolov3.cli.detect import build_predictor, parse_args
 from yolov3.darknet.weights_file import WeightsFileError
-from yolov3.detect import build_predictor, parse_args
 from yolov3.detect import main as detect_main
 from yolov3.inference import Preprocessing
 from yolov3.inference.model_loading import LoadedModel, ModelLoadingError, load_inference_model
 from yolov3.models import create_model
-from yolov3.train.checkpoint import save_checkpoint
 
 INPUT = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
 
@@ -39,11 +39,14 @@ def assert_same_outputs(first: nn.Module, second: nn.Module) -> None:
 
 
 def write_checkpoint(path: Path, **entries: object) -> Path:
+    """A checkpoint written as a plain dict in the on-disk layout, so that entries can be wrong too."""
     checkpoint = {
+        "format": "yolov3-checkpoint",
+        "version": 1,
         "model": {"name": "yolov3_tiny_test", "kwargs": {"num_classes": 3}},
         "model_state": seeded_model(1).state_dict(),
     }
-    save_checkpoint(path, {**checkpoint, **entries})
+    torch.save({**checkpoint, **entries}, path)
     return path
 
 
@@ -134,7 +137,7 @@ def test_bad_checkpoint_entries_name_the_file_and_key(entries: dict, message: st
 def test_classifier_checkpoint_is_not_a_detector(tmp_path: Path) -> None:
     path = tmp_path / "classifier.pt"
     state = create_model("darknet53_test").state_dict()
-    save_checkpoint(path, {"model": {"name": "darknet53_test", "kwargs": {}}, "model_state": state})
+    save_checkpoint(path, Checkpoint(ModelSpec("darknet53_test"), state))
     with pytest.raises(ModelLoadingError, match=r"classifier\.pt: not a detector"):
         load_inference_model(path)
     (tmp_path / "foreign.pt").write_bytes(b"not a checkpoint")
@@ -155,4 +158,4 @@ def test_detect_runs_from_a_checkpoint_with_its_names_and_size(tmp_path: Path) -
     assert detect_main([*arguments, "--conf", "0.1"]) == 0
     results = json.loads((tmp_path / "out" / "detections.json").read_text())
     assert results and {result["category_id"] for result in results} <= {0, 1, 2}
-    assert detect_main([*arguments, "--cfg", "x.cfg"]) == 1  # a checkpoint takes no cfg
+    assert detect_main([*arguments, "--cfg", "x.cfg"]) == 2  # a checkpoint takes no cfg

@@ -9,7 +9,7 @@ import torch
 
 from yolov3.darknet.cfg import parse_cfg, parse_cfg_text
 from yolov3.darknet.graph import build_graph
-from yolov3.darknet.write_cfg import PROJECT_CFGS, cfg_text
+from yolov3.export.darknet_cfg import PROJECT_CFGS, cfg_text
 from yolov3.models import Darknet, YOLOv3Config, create_model, list_models
 
 PROJECT_DARKNET = Path(__file__).resolve().parents[1] / "darknet"

@@ -59,8 +59,8 @@ def test_max_detections_keeps_the_best() -> None:
     (result,) = postprocess(rows(*boxes), max_detections=3)
     torch.testing.assert_close(result["scores"], torch.tensor([0.9, 0.8, 0.7]))
     torch.testing.assert_close(result["boxes"][:, 0], torch.tensor([80.0, 60.0, 40.0]))
-    (result,) = postprocess(rows(*boxes), max_detections=0)
-    assert result["boxes"].shape == (0, 4)
+    with pytest.raises(ValueError, match=r"max_detections must be at least 1 .*got 0"):  # one rule: DetectionConfig's
+        postprocess(rows(*boxes), max_detections=0)
 
 
 def test_multi_label_emits_each_class_that_passes() -> None:

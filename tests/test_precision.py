@@ -15,6 +15,7 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from yolov3 import detect, evaluate
+from yolov3.checkpoint import Checkpoint, ModelSpec, save_checkpoint
 from yolov3.data.image_io import list_images, read_image_rgb
 from yolov3.inference import Predictor, Preprocessing
 from yolov3.inference.precision import (
@@ -25,7 +26,6 @@ from yolov3.inference.precision import (
     prepare_for_inference,
 )
 from yolov3.models import create_model
-from yolov3.train.checkpoint import save_checkpoint
 
 cv2 = pytest.importorskip("cv2")
 
@@ -209,12 +209,12 @@ def write_tiny_checkpoint(path: Path) -> Path:
     model = random_tiny(seed=3, name="yolov3_tiny_test", num_classes=3)
     save_checkpoint(
         path,
-        {
-            "model": {"name": "yolov3_tiny_test", "kwargs": {"num_classes": 3}},
-            "model_state": model.state_dict(),
-            "class_names": ("circle", "square", "triangle"),
-            "input_size": (64, 64),
-        },
+        Checkpoint(
+            model=ModelSpec("yolov3_tiny_test", {"num_classes": 3}),
+            model_state=model.state_dict(),
+            class_names=("circle", "square", "triangle"),
+            input_size=(64, 64),
+        ),
     )
     return path
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from darknet_testing import write_random_weights
 
+from yolov3.checkpoint import Checkpoint, ModelSpec, save_checkpoint
 from yolov3.darknet.weights_file import WeightsFileError
 from yolov3.loss.yolo_loss import YoloLoss
 from yolov3.models import Darknet, create_model
 from yolov3.models.pretrained import PretrainedWeightsError, initialize_output_convs, output_conv_modules
-from yolov3.train.checkpoint import save_checkpoint
 from yolov3.train.config import ModelConfig
 from yolov3.train.pretrained import load_pretrained, prepare_initial_weights
 
@@ -119,7 +119,7 @@ def test_random_darknet_file_of_other_classes_reinitialises_only_heads(tmp_path:
 def _checkpoint(path: Path, name: str, num_classes: int, **kwargs: object) -> torch.nn.Module:
     model = create_model(name, num_classes=num_classes, **kwargs)
     spec = {"name": name, "kwargs": {"num_classes": num_classes, **kwargs}}
-    save_checkpoint(path, {"model": spec, "model_state": model.state_dict(), "ema_state": None})
+    save_checkpoint(path, Checkpoint(ModelSpec.from_dict(spec), model.state_dict()))
     return model
 
 

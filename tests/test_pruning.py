@@ -10,6 +10,7 @@ import torch
 from test_train import random_batch, write_config
 
 from yolov3 import prune as prune_cli
+from yolov3.checkpoint import Checkpoint, ModelSpec, load_checkpoint, model_from_checkpoint, save_checkpoint
 from yolov3.compression import (
     GradualPruningCallback,
     PruningConfig,
@@ -28,7 +29,7 @@ from yolov3.compression import (
 )
 from yolov3.loss.yolo_loss import YoloLoss
 from yolov3.models import create_model
-from yolov3.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from yolov3.train.builder import build_trainer
 from yolov3.train.config import load_train_config
 from yolov3.train.ema import build_ema
 from yolov3.train.optimizer import OptimizerConfig, build_optimizer
@@ -190,7 +191,7 @@ def test_checkpoint_round_trip_recreates_the_reparametrization(tmp_path: Path) -
     magnitude_prune(model, 0.5, scope="layer")
     masks = pruning_masks(model)
     spec = {"name": "yolov3_tiny_test", "kwargs": {"num_classes": 3}}
-    save_checkpoint(tmp_path / "pruned.pt", {"model": spec, "model_state": model.state_dict()})
+    save_checkpoint(tmp_path / "pruned.pt", Checkpoint(ModelSpec.from_dict(spec), model.state_dict()))
     rebuilt = model_from_checkpoint(load_checkpoint(tmp_path / "pruned.pt"), keep_pruning=True).eval()
     assert is_pruned(rebuilt)
     assert_masks_hold(rebuilt, masks)
@@ -242,10 +243,10 @@ def test_gradual_pruning_in_the_trainer_survives_checkpoint_and_resume(
 
     monkeypatch.setattr(Trainer, "_train_epoch", killed_in_epoch_two)
     with pytest.raises(KilledError):
-        Trainer(config, tmp_path / "run", progress=False, callbacks=[GradualPruningCallback(pruning)]).fit()
+        build_trainer(config, tmp_path / "run", progress=False, callbacks=[GradualPruningCallback(pruning)]).fit()
     monkeypatch.setattr(Trainer, "_train_epoch", original)
     saved = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert saved["callbacks"][0]["last_pruned_step"] == 4
+    assert saved.callbacks[0]["last_pruned_step"] == 4
     halfway = model_from_checkpoint(saved, use_ema=False, keep_pruning=True)
     layers = prunable_layers(halfway)
     total = sum(conv.weight.numel() for _, conv in layers)
@@ -253,16 +254,17 @@ def test_gradual_pruning_in_the_trainer_survives_checkpoint_and_resume(
     halfway_masks = pruning_masks(halfway)
 
     callback = GradualPruningCallback(pruning)
-    trainer = Trainer(config, tmp_path / "run", resume=True, progress=False, callbacks=[callback])
-    assert_masks_hold(trainer.raw_model, halfway_masks)  # restored before any step
-    assert_masks_hold(trainer.ema.module, halfway_masks)
+    trainer = build_trainer(config, tmp_path / "run", resume=True, progress=False, callbacks=[callback])
+    assert trainer.eval_model is not trainer.model  # the EMA's model
+    assert_masks_hold(trainer.model, halfway_masks)  # restored before any step
+    assert_masks_hold(trainer.eval_model, halfway_masks)
     trainer.fit()
     assert [step for step, _ in callback.history] == [0, 2, 4, 6, 8]
-    final_masks = pruning_masks(trainer.raw_model)
-    assert sparsity_report(trainer.raw_model, layers=prunable_layers(trainer.raw_model)).zeros == round(0.6 * total)
+    final_masks = pruning_masks(trainer.model)
+    assert sparsity_report(trainer.model, layers=prunable_layers(trainer.model)).zeros == round(0.6 * total)
     for name, mask in halfway_masks.items():
         assert torch.all(final_masks[name][mask == 0] == 0), name
-    assert_masks_hold(trainer.ema.module, final_masks)
+    assert_masks_hold(trainer.eval_model, final_masks)
     assert trainer.history[-1]["prune/sparsity"] == pytest.approx(round(0.6 * total) / total)
 
 
@@ -279,7 +281,7 @@ def test_oneshot_and_iterative_cli_write_tables_and_a_plain_checkpoint(
     cfg = write_config(tmp_path, **overrides)
     model = tiny_model()
     spec = {"name": "yolov3_tiny_test", "kwargs": {"num_classes": 3}}
-    save_checkpoint(tmp_path / "best.pt", {"model": spec, "model_state": model.state_dict()})
+    save_checkpoint(tmp_path / "best.pt", Checkpoint(ModelSpec.from_dict(spec), model.state_dict()))
     common = ["--weights", str(tmp_path / "best.pt"), "--cfg", str(cfg), "--no-progress", "--finetune-epochs", "1"]
     out = tmp_path / "oneshot"
     assert prune_cli.main(["oneshot", *common, "--target", "0.75", "--out", str(out)]) == 0
@@ -287,7 +289,7 @@ def test_oneshot_and_iterative_cli_write_tables_and_a_plain_checkpoint(
     assert "| pruned, before fine-tuning | 0.7500 |" in printed and "| fine-tuned (1 epochs) | 0.7500 |" in printed
     assert {"prune.md", "prune.csv", "pruned.pt", "last.pt"} <= {path.name for path in out.iterdir()}
     checkpoint = load_checkpoint(out / "pruned.pt")
-    assert not [key for key in checkpoint["model_state"] if key.endswith(("_orig", "_mask"))]
+    assert not [key for key in checkpoint.model_state if key.endswith(("_orig", "_mask"))]
     plain = model_from_checkpoint(checkpoint)
     assert not is_pruned(plain)
     layers = prunable_layers(plain)
@@ -301,5 +303,5 @@ def test_oneshot_and_iterative_cli_write_tables_and_a_plain_checkpoint(
     rows = (out / "prune.csv").read_text().splitlines()
     assert rows[0] == "stage,sparsity,mAP@0.5" and len(rows) == 4  # dense, round 1, round 2
     assert [row.split(",")[1] for row in rows[1:]] == ["0.0000", "0.5000", "0.7500"]
-    assert prune_cli.main(["oneshot", *common, "--target", "1.5", "--out", str(out)]) == 1
+    assert prune_cli.main(["oneshot", *common, "--target", "1.5", "--out", str(out)]) == 2
     assert "target_sparsity < 1" in capsys.readouterr().err

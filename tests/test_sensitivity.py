@@ -10,6 +10,7 @@ import torch
 from test_train import write_config
 
 from yolov3 import prune as prune_cli
+from yolov3.checkpoint import Checkpoint, ModelSpec, save_checkpoint
 from yolov3.compression import effective_weight, is_pruned, magnitude_prune, prunable_layers, sparsity_report
 from yolov3.compression.schedules import load_pruning_config
 from yolov3.compression.sensitivity import (
@@ -22,7 +23,6 @@ from yolov3.compression.sensitivity import (
     sensitivity_budget,
 )
 from yolov3.models import create_model
-from yolov3.train.checkpoint import save_checkpoint
 
 
 def tiny_model(seed: int = 0) -> torch.nn.Module:
@@ -88,7 +88,7 @@ def test_cli_writes_table_plot_and_a_budget_that_hits_the_target(
     overrides = {"data.dataset.synthetic.num_train": 4, "data.dataset.synthetic.num_val": 4}
     cfg = write_config(tmp_path, **overrides)
     spec = {"name": "yolov3_tiny_test", "kwargs": {"num_classes": 3}}
-    save_checkpoint(tmp_path / "best.pt", {"model": spec, "model_state": tiny_model().state_dict()})
+    save_checkpoint(tmp_path / "best.pt", Checkpoint(ModelSpec.from_dict(spec), tiny_model().state_dict()))
     common = ["sensitivity", "--weights", str(tmp_path / "best.pt"), "--cfg", str(cfg), "--no-progress"]
     out = tmp_path / "loss"
     arguments = ["--levels", "0.25", "0.5", "0.75", "--target", "0.7", "--max-batches", "1", "--out", str(out)]

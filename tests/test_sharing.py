@@ -101,8 +101,8 @@ def test_fine_tuning_centroids_with_ema_keeps_k_values_zeros_and_state_dict() ->
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)  # before attaching
     ema = build_ema(model, decay=0.5, ramp_steps=1.0)
-    trainer = SimpleNamespace(raw_model=model, ema=ema)
-    WeightSharingCallback(shared).on_fit_start(trainer)  # the trained model and its EMA, as in the trainer
+    context = SimpleNamespace(model=model, ema_model=ema.module)  # the parts of a TrainingContext it reads
+    WeightSharingCallback(shared).on_fit_start(context)  # the trained model and its EMA, as in the trainer
     before = {name: layer.codebook.clone() for name, layer in shared.layers.items()}
     for _ in range(3):
         optimizer.zero_grad()

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from augment_testing import COLOURS, ColouredBoxesDataset
 
+from yolov3.cli.show import main
+from yolov3.data.inspection import compute_statistics, draw_batch, format_statistics, plot_statistics
 from yolov3.data.loader import build_val_loader
-from yolov3.data.show import compute_statistics, draw_batch, format_statistics, main, plot_statistics
-from yolov3.data.synthetic import generate_shapes_dataset
+from yolov3.data.shapes_dataset import generate_shapes_dataset
 from yolov3.data.transforms import AugmentConfig
 
 

@@ -13,6 +13,7 @@ import torch
 from test_train import random_batch, write_config
 from torch import nn
 
+from yolov3.checkpoint import load_checkpoint, model_from_checkpoint
 from yolov3.compression.slimming import SlimmingCallback, SlimmingPenalty, runner_gradient_scale, slimming_scales
 from yolov3.compression.structured import (
     analyze_channels,
@@ -28,10 +29,9 @@ from yolov3.loss.yolo_loss import YoloLoss
 from yolov3.models import Darknet, create_model, darknet_cfg
 from yolov3.models.layers import ConvBNAct
 from yolov3.models.yolov3 import YOLOv3
-from yolov3.train.checkpoint import load_checkpoint, model_from_checkpoint
+from yolov3.train.builder import build_trainer
 from yolov3.train.config import load_train_config
 from yolov3.train.step import StepRunner
-from yolov3.train.trainer import Trainer
 
 INPUT_SIZES = ((64, 64), (96, 128), (160, 96))
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -328,19 +328,19 @@ def test_slimming_training_then_pruning_then_fine_tuning_the_cfg_model(
     """Sparsity training with the callback, prune by gamma, save, fine-tune as ``darknet_cfg``, rebuild."""
     config = load_train_config(write_config(tmp_path, **{"train.epochs": 1}))
     slimming = SlimmingCallback(strength=1e-3)
-    trainer = Trainer(config, tmp_path / "slim", progress=False, callbacks=[slimming])
+    trainer = build_trainer(config, tmp_path / "slim", progress=False, callbacks=[slimming])
     trainer.fit()
     assert slimming.penalty.attached
-    assert len(slimming.penalty.scales) == len(analyze_channels(trainer.raw_model).prunable)
+    assert len(slimming.penalty.scales) == len(analyze_channels(trainer.model).prunable)
     assert {"slimming/gamma_mean", "slimming/gamma_small_fraction"} <= set(trainer.history[-1])
-    pruned = prune_channels(trainer.raw_model.eval(), 0.3, criterion="bn_gamma")
+    pruned = prune_channels(trainer.model.eval(), 0.3, criterion="bn_gamma")
     pruned.save_darknet_cfg(tmp_path / "pruned.cfg")
     pruned.save_darknet_weights(tmp_path / "pruned.weights")
 
     options = {"cfg": str(tmp_path / "pruned.cfg"), "weights": str(tmp_path / "pruned.weights")}
     overrides = {"train.epochs": 1, "model.name": "darknet_cfg", "model.options": options}
     path = write_config(tmp_path, "finetune.yaml", **overrides, **{"logging.run_name": "finetune"})
-    result = Trainer(load_train_config(path), tmp_path / "finetune", progress=False).fit()
+    result = build_trainer(load_train_config(path), tmp_path / "finetune", progress=False).fit()
     assert result.epochs_completed == 1
     rebuilt = model_from_checkpoint(load_checkpoint(tmp_path / "finetune" / "last.pt"))
     assert isinstance(rebuilt, Darknet) and filters_by_layer(rebuilt) == filters_by_layer(pruned)
@@ -421,7 +421,7 @@ def test_prune_cli_structured_saves_darknet_files_and_fine_tunes(tmp_path: Path)
     from yolov3 import prune as prune_cli
 
     path = write_config(tmp_path, **{"train.epochs": 1, "train.ema": False})
-    Trainer(load_train_config(path), tmp_path / "dense", progress=False).fit()
+    build_trainer(load_train_config(path), tmp_path / "dense", progress=False).fit()
     out = tmp_path / "structured"
     arguments = ["structured", "--cfg", str(path), "--weights", str(tmp_path / "dense" / "best.pt")]
     assert prune_cli.main([*arguments, "--flops-target", "0.5", "--finetune-epochs", "1", "--out", str(out)]) == 0

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from yolov3 import summary as summary_cli
-from yolov3.darknet import write_cfg
 from yolov3.darknet.cfg import parse_cfg
+from yolov3.export import darknet_cfg as write_cfg
 from yolov3.models import Darknet, create_model
 from yolov3.models.summary import summarize, summarize_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(("size", "bflops"), [(320, 38.97), (416, 65.86), (608, 140.69)])
@@ -51,14 +55,14 @@ def test_summary_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Total: 61,949,149 parameters, 140.69 BFLOPs at 608x608" in out
     assert summary_cli.main(["--model", "yolov3_tiny_test", "--img-size", "320", "416"]) == 0
     assert "at 416x320" in capsys.readouterr().out
-    assert summary_cli.main(["--model", "yolo"]) == 1
+    assert summary_cli.main(["--model", "yolo"]) == 2
     assert "did you mean 'yolov3'" in capsys.readouterr().err
 
 
 def test_summary_cli_reports_cfg_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.cfg"
     bad.write_text("[net]\nwidth=32\nheight=32\nchannels=3\n[convolutional]\nsize=x\n")
-    assert summary_cli.main(["--cfg", str(bad)]) == 1
+    assert summary_cli.main(["--cfg", str(bad)]) == 2
     assert f"{bad}:6: [convolutional] size='x' is not an integer" in capsys.readouterr().err
 
 
@@ -71,3 +75,13 @@ def test_write_cfg_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "has no Darknet cfg form" in capsys.readouterr().err
     assert write_cfg.main(["--all", str(tmp_path / "all")]) == 0
     assert len(list((tmp_path / "all").glob("*.cfg"))) == len(write_cfg.PROJECT_CFGS)
+
+
+def test_write_cfg_keeps_its_documented_command() -> None:
+    """``python -m yolov3.darknet.write_cfg`` (README, the header of every cfg in darknet/) runs the export's CLI."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "yolov3.darknet.write_cfg", "--model", "yolov3_tiny_test"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    assert completed.stdout == write_cfg.cfg_text("yolov3_tiny_test")
+    assert completed.stdout.startswith("# Written by `python -m yolov3.darknet.write_cfg --model yolov3_tiny_test`")

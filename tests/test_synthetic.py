@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import yaml
 
-from yolov3.data import synthetic
+from yolov3.cli import synthetic
+from yolov3.data import shapes_dataset
 from yolov3.data.coco import CocoDataset
 from yolov3.data.image_io import read_image_rgb
 from yolov3.data.shapes import SHAPE_NAMES, shape_mask
-from yolov3.data.synthetic import SyntheticOptions, ensure_shapes_dataset, generate_shapes_dataset
+from yolov3.data.shapes_dataset import SyntheticOptions, ensure_shapes_dataset, generate_shapes_dataset
 from yolov3.data.voc import VocDataset
 from yolov3.data.yolo_txt import YoloTxtDataset
 
@@ -116,7 +117,7 @@ def test_yolo_yaml_and_marker(shapes_root: Path) -> None:
         "val": "images/val",
         "names": ["circle", "square", "triangle"],
     }
-    marker = json.loads((shapes_root / synthetic.MARKER_NAME).read_text())
+    marker = json.loads((shapes_root / shapes_dataset.MARKER_NAME).read_text())
     assert marker["complete"] is True and marker["options"]["seed"] == 3
 
 
@@ -130,7 +131,7 @@ def test_ensure_reuses_regenerates_and_protects(tmp_path: Path) -> None:
     assert image.stat().st_mtime_ns == stamp  # reading another format does not regenerate
     ensure_shapes_dataset(root, SyntheticOptions(num_train=2, num_val=1, image_size=(64, 64)), progress=False)
     assert not (root / "images/train/000002.png").exists()
-    (root / synthetic.MARKER_NAME).unlink()
+    (root / shapes_dataset.MARKER_NAME).unlink()
     with pytest.raises(FileExistsError, match="not written by the synthetic generator"):
         ensure_shapes_dataset(root, options, progress=False)
 
@@ -151,4 +152,4 @@ def test_cli_writes_requested_formats(tmp_path: Path, capsys: pytest.CaptureFixt
     assert read_image_rgb(tmp_path / "images/val/000000.png").shape == (48, 64, 3)
     assert (tmp_path / "labels/train/000001.txt").is_file()
     assert not (tmp_path / "annotations").exists() and not (tmp_path / "voc").exists()
-    assert synthetic.main(["--out", str(tmp_path), "--image-size", "8"]) == 1
+    assert synthetic.main(["--out", str(tmp_path), "--image-size", "8"]) == 2

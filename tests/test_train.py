@@ -14,12 +14,13 @@ import torch
 import yaml
 
 from yolov3 import lr as lr_cli
+from yolov3.checkpoint import load_checkpoint
 from yolov3.config_loading import to_dict
 from yolov3.hardware import resolve_amp
 from yolov3.loss.yolo_loss import LossOutput, YoloLoss
 from yolov3.models import create_model
 from yolov3.train import cli
-from yolov3.train.checkpoint import load_checkpoint
+from yolov3.train.builder import build_trainer
 from yolov3.train.config import load_train_config
 from yolov3.train.optimizer import OptimizerConfig, build_optimizer
 from yolov3.train.step import StepRunner
@@ -146,7 +147,7 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(
 ) -> None:
     overrides = {"train.epochs": 3, "train.amp": amp, "train.channels_last": channels_last}
     config = load_train_config(write_config(tmp_path, **overrides))
-    straight = Trainer(config, tmp_path / "straight", progress=False)
+    straight = build_trainer(config, tmp_path / "straight", progress=False)
     straight.fit()
 
     class KilledError(Exception):
@@ -161,18 +162,18 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(
 
     monkeypatch.setattr(Trainer, "_train_epoch", killed_in_epoch_three)
     with pytest.raises(KilledError):
-        Trainer(config, tmp_path / "resumed", progress=False).fit()
-    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
+        build_trainer(config, tmp_path / "resumed", progress=False).fit()
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt").epoch == 1
     monkeypatch.setattr(Trainer, "_train_epoch", original)
-    Trainer(config, tmp_path / "resumed", resume=True, progress=False).fit()
+    build_trainer(config, tmp_path / "resumed", resume=True, progress=False).fit()
 
     expected = load_checkpoint(tmp_path / "straight" / "last.pt")
     resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")
-    assert resumed["epoch"] == expected["epoch"] == 2
+    assert resumed.epoch == expected.epoch == 2
     for key in ("model_state", "ema_state"):
-        for name, value in expected[key].items():
-            torch.testing.assert_close(resumed[key][name], value, rtol=0, atol=1e-6, msg=f"{key}.{name}")
-    assert resumed["best_map50"] == pytest.approx(expected["best_map50"])
+        for name, value in getattr(expected, key).items():
+            torch.testing.assert_close(getattr(resumed, key)[name], value, rtol=0, atol=1e-6, msg=f"{key}.{name}")
+    assert resumed.best_map50 == pytest.approx(expected.best_map50)
 
 
 @pytest.mark.slow
@@ -190,19 +191,19 @@ def test_cli_trains_saves_args_and_checkpoints(tmp_path: Path, capsys: pytest.Ca
         0
     ] == f"# train.amp: auto -> {choice.mode} on cpu ({choice.reason})"
     checkpoint = load_checkpoint(run / "best.pt")
-    assert checkpoint["amp"] == {"mode": choice.mode, "reason": choice.reason}
-    assert checkpoint["class_names"] == ("circle", "square", "triangle")
-    assert checkpoint["model"] == {"name": "yolov3_tiny_test", "kwargs": {"num_classes": 3}}
+    assert checkpoint.amp == {"mode": choice.mode, "reason": choice.reason}
+    assert checkpoint.class_names == ("circle", "square", "triangle")
+    assert checkpoint.model.to_dict() == {"name": "yolov3_tiny_test", "kwargs": {"num_classes": 3}}
     assert "best mAP@0.5" in capsys.readouterr().out
 
 
 def test_cli_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_config(tmp_path)
-    assert cli.main(["--cfg", str(path), "--set", "optimizer.lr=0.1"]) == 1
+    assert cli.main(["--cfg", str(path), "--set", "optimizer.lr=0.1"]) == 2
     assert "unknown key 'optimizer.lr'" in capsys.readouterr().err
-    assert cli.main(["--cfg", str(path), "--set", "train.epoch=3"]) == 1
+    assert cli.main(["--cfg", str(path), "--set", "train.epoch=3"]) == 2
     assert "(did you mean 'train.epochs'?)" in capsys.readouterr().err
-    assert cli.main(["--cfg", str(path), "--set", "model.num_classes=5"]) == 1
+    assert cli.main(["--cfg", str(path), "--set", "model.num_classes=5"]) == 2
     assert "model.num_classes is 5 but the dataset has 3 class names" in capsys.readouterr().err
 
 
@@ -223,9 +224,9 @@ def test_ddp_with_two_gloo_processes(tmp_path: Path) -> None:
     }  # ...tfevents.<time>.<host>.<pid>.<n>
     assert len(writers) == 1  # one process wrote TensorBoard events: rank 0
     checkpoint = load_checkpoint(run / "last.pt")
-    assert checkpoint["epoch"] == 1
+    assert checkpoint.epoch == 1
     # 16 images over 2 ranks with batch 4: 2 optimizer steps per epoch on each rank
-    assert checkpoint["runner"]["optimizer_steps"] == 4
+    assert checkpoint.runner["optimizer_steps"] == 4
     assert result.stdout.count("best mAP@0.5") == 1
 
 
@@ -246,7 +247,7 @@ def test_overfit_mode_learns_its_batches(tmp_path: Path) -> None:
             "logging.histograms_every_epochs=0",
         ],
     )
-    result = Trainer(config, tmp_path / "overfit", progress=False).fit()
+    result = build_trainer(config, tmp_path / "overfit", progress=False).fit()
     # The output convs start from priors, so the first loss is already small (about 13, not hundreds)
     assert result.history[0]["train/loss"] > 4 * result.history[-1]["train/loss"]
     assert result.last_map50 >= 0.8
@@ -258,5 +259,5 @@ def test_lr_cli_plots_the_schedule(tmp_path: Path, capsys: pytest.CaptureFixture
     assert lr_cli.main(["--cfg", str(path), "--steps-per-epoch", "5", "--out", str(output)]) == 0
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "50 steps, peak 0.01" in capsys.readouterr().out
-    assert lr_cli.main(["--cfg", str(path), "--set", "schedule.polcy=cosine", "--out", str(output)]) == 1
+    assert lr_cli.main(["--cfg", str(path), "--set", "schedule.polcy=cosine", "--out", str(output)]) == 2
     assert "did you mean 'schedule.policy'" in capsys.readouterr().err

@@ -30,6 +30,10 @@ NO_MOSAIC = MosaicConfig(probability=0.0)
 GEOMETRIC = {
     "Affine": {"scale": (0.8, 1.2), "translate_percent": (-0.1, 0.1), "rotate": (-5, 5)},
     "HorizontalFlip": {},
+    "VerticalFlip": {},
+    "RandomRotate90": {},
+    "Transpose": {},
+    "D4": {},
     "Perspective": {"scale": (0.02, 0.05)},
     "RandomScale": {"scale_limit": 0.3},
     "BBoxSafeRandomCrop": {},

@@ -18,8 +18,8 @@ from yolov3.data.mosaic import MosaicConfig
 from yolov3.data.multiscale import MultiScaleConfig
 from yolov3.data.transforms import AugmentConfig
 from yolov3.data.yolo_txt import YoloTxtDataset
+from yolov3.train.builder import build_trainer
 from yolov3.train.config import load_train_config
-from yolov3.train.trainer import Trainer
 
 NAMES = ("a", "b", "c")
 
@@ -95,7 +95,7 @@ def test_the_trainer_logs_the_epoch_total_to_tensorboard(tmp_path: Path, caplog:
     path.write_text(yaml.safe_dump(config))
     run = tmp_path / "logs" / "run"
     with caplog.at_level(logging.WARNING):
-        Trainer(load_train_config(path), run, progress=False).fit()
+        build_trainer(load_train_config(path), run, progress=False).fit()
     assert "epoch 1: 1 unreadable image(s) skipped (1 different in this run" in caplog.text
     events = EventAccumulator(str(run))
     events.Reload()

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from yolov3.weights import (
+from yolov3.darknet.official_weights import (
     OFFICIAL_WEIGHTS,
     WeightsDownloadError,
     WeightsFile,
     default_weights_directory,
     download_weights,
-    main,
 )
+from yolov3.weights import main
 
 PAYLOAD = bytes(range(256)) * 1200  # 307,200 bytes
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
@@ -144,7 +144,7 @@ def test_unknown_name_suggests_closest_match(tmp_path: Path) -> None:
 
 
 def test_cli_error_is_one_line_and_exit_code_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["download", "yolov3tiny", "--dir", str(tmp_path)]) == 1
+    assert main(["download", "yolov3tiny", "--dir", str(tmp_path)]) == 2
     error_output = capsys.readouterr().err.strip()
     assert error_output.startswith("error: Unknown weights name") and "\n" not in error_output
 

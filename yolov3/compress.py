@@ -19,6 +19,9 @@ fine-tuning are deterministic and run again; a fine-tuning run continues from it
 just reads it back), exactly as ``python -m yolov3.train --resume`` does, so the file written equals an
 uninterrupted run's. Ctrl-C or SIGTERM stop at the next optimizer step and say how to resume.
 
+The work is done by :func:`yolov3.compression.pipelines_compress.compress_model` (call it from Python with a
+:class:`~yolov3.compression.pipelines_compress.CompressSettings`); this module only parses arguments.
+
 Decode back to a plain checkpoint or Darknet weights, or print a file's size report::
 
     python -m yolov3.compress decode model.yolov3c --out best.pt [--darknet model.weights]
@@ -28,53 +31,22 @@ Decode back to a plain checkpoint or Darknet weights, or print a file's size rep
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import torch
-from torch import nn
-
-from yolov3.atomic import write_text_atomic
-from yolov3.compression.masks import (
-    apply_masks,
-    finalize_pruning,
-    prunable_layers,
-    prune_to_sparsity,
-    pruning_masks,
-    sparsity_report,
-)
+from yolov3.checkpoint import save_checkpoint
+from yolov3.cli.runner import command, configure_logging
+from yolov3.compression.pipelines_compress import CompressSettings, compress_model, decoded_checkpoint
 from yolov3.compression.report import report_from_header
-from yolov3.compression.sharing import WeightSharingCallback, detach_sharing, share_weights
-from yolov3.compression.storage import (
-    CompressedFileError,
-    load_compressed,
-    read_header,
-    round_to_float16,
-    write_compressed,
-)
-from yolov3.config_loading import ConfigError
-from yolov3.data.dataset_config import build_dataset
-from yolov3.data.loader import build_val_loader
-from yolov3.evaluation.dataset_gt import coco_ground_truth
-from yolov3.train.callbacks import TrainerCallback
-from yolov3.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
-from yolov3.train.config import TrainConfig, load_train_config
-from yolov3.train.distributed import resolve_device
+from yolov3.compression.storage import load_compressed, read_header
+from yolov3.models.darknet_io import DarknetIO
+from yolov3.train.config import load_train_config
 from yolov3.train.interrupt import InterruptHandler, TrainingInterruptedError
-from yolov3.train.tensorboard import TrainingBoard
-from yolov3.train.trainer import Trainer
-from yolov3.train.validate import validate
 
 logger = logging.getLogger("yolov3.compress")
-METADATA_KEYS = ("class_names", "input_size", "preprocessing", "normalization")
-ARGUMENTS_FILE = "compress.json"  # in --run-dir: what --resume checks its arguments against
-NOT_COMPARED_ON_RESUME = ("resume", "no_progress", "run_dir")
 
 
 def parse_compress_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -108,188 +80,36 @@ def parse_compress_args(argv: Sequence[str]) -> argparse.Namespace:
     return arguments
 
 
-class _StartFrom(TrainerCallback):
-    """Loads a state into the trainer's model and its EMA at fit start, and holds pruning masks on both."""
-
-    def __init__(self, state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor] | None = None) -> None:
-        self.state, self.masks = state, masks or {}
-
-    def on_fit_start(self, trainer: Trainer) -> None:
-        if trainer.start_epoch > 0:
-            return  # resumed: last.pt held the model, its EMA and their masks
-        for model in (trainer.raw_model, trainer.ema.module if trainer.ema is not None else None):
-            if model is not None:
-                model.load_state_dict(self.state)
-                if self.masks:
-                    apply_masks(model, self.masks)
-
-
-class _Validation:
-    """The config's validation set, scored as the trainer does."""
-
-    def __init__(self, config: TrainConfig, device: torch.device, progress: bool) -> None:
-        self.config, self.device, self.progress = config, device, progress
-        data = config.data
-        dataset = build_dataset(data.dataset, "val", for_evaluation=True, progress=progress)
-        self.batches = build_val_loader(dataset, data.augment, data.batch_size, data.workers, data.image_size)
-        self.ground_truth = coco_ground_truth(dataset)
-
-    def map50(self, model: nn.Module) -> float:
-        settings = self.config.eval
-        result = validate(
-            model.to(self.device), self.batches, model.head_specs, self.ground_truth,
-            conf_threshold=settings.conf_threshold, iou_threshold=settings.iou_threshold,
-            max_detections=settings.max_detections, metric=settings.metric, device=self.device,
-            progress=self.progress,
-        )  # fmt: skip
-        return result.map50
-
-
-def _finetune(
-    config: TrainConfig,
-    epochs: int,
-    learning_rate: float,
-    run_dir: Path,
-    callbacks: list[TrainerCallback],
-    progress: bool,
-    resume: bool = False,
-) -> nn.Module:
-    """Train ``epochs`` with ``callbacks`` (no warm-up, nothing frozen); returns the EMA (or raw) model.
-
-    With ``resume``, a ``last.pt`` in ``run_dir`` is continued (a finished run is only read back)."""
-    config = dataclasses.replace(
-        config,
-        train=dataclasses.replace(config.train, epochs=epochs, freeze_backbone_epochs=0),
-        optimizer=dataclasses.replace(config.optimizer, learning_rate=learning_rate),
-        schedule=dataclasses.replace(config.schedule, warmup_steps=0),
-    )
-    resumed = resume and (run_dir / "last.pt").is_file()
-    trainer = Trainer(config, run_dir, progress=progress, callbacks=callbacks, resume=resumed)
-    if resumed and trainer.start_epoch >= epochs:
-        logger.info("%s: fine-tuning finished before; its last.pt read back", run_dir)
-    elif resumed:
-        logger.info("%s: resuming fine-tuning at epoch %d of %d", run_dir, trainer.start_epoch + 1, epochs)
-    trainer.fit()
-    return trainer.ema.module if trainer.ema is not None else trainer.raw_model
-
-
 def _skip_list(text: str) -> tuple[str, ...]:
     return () if text.strip().lower() == "none" else tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _sparsity(model: nn.Module, skip: tuple[str, ...]) -> float:
-    return sparsity_report(model, prunable_layers(model, skip)).sparsity
-
-
-def _check_model_spec(path: Path, checkpoint: dict[str, Any], config: TrainConfig) -> None:
-    """The config must build the checkpoint's model (as the trainer will, to fine-tune it)."""
-    stored = checkpoint["model"]
-    if stored["name"] != config.model.name:
-        raise ValueError(f"{path}: a {stored['name']} model, but the config trains {config.model.name}")
-    num_classes = config.model.num_classes or len(checkpoint.get("class_names") or ()) or None
-    expected = {"name": config.model.name, "kwargs": {"num_classes": num_classes, **config.model.options}}
-    if num_classes is not None and stored != expected:
-        raise ValueError(f"{path}: was trained as {stored}, but the config builds {expected}")
-
-
-def _record_arguments(arguments: argparse.Namespace, run_dir: Path) -> None:
-    """Keep the arguments in ``run_dir`` (a fresh run), or check that ``--resume`` was given the same ones."""
-    path = run_dir / ARGUMENTS_FILE
-    current = {key: str(value) if isinstance(value, Path) else value for key, value in vars(arguments).items()}
-    current = {key: value for key, value in current.items() if key not in NOT_COMPARED_ON_RESUME}
-    if not arguments.resume:
-        write_text_atomic(path, json.dumps(current, indent=2) + "\n")
-        return
-    try:
-        started = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: not found; --resume continues a compress run in the --run-dir it wrote") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not the JSON compress writes ({error})") from error
-    changed = [key for key in sorted(set(started) | set(current)) if started.get(key) != current.get(key)]
-    if changed:
-        differences = "; ".join(f"{key}: {started.get(key)!r}, now {current.get(key)!r}" for key in changed)
-        raise ValueError(f"{path}: the run was started with other arguments ({differences}); resume with the same ones")
-
-
 def compress(arguments: argparse.Namespace) -> int:
-    run_dir = arguments.run_dir or load_train_config(arguments.cfg, arguments.overrides).logging.log_dir / (
-        f"compress-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _record_arguments(arguments, run_dir)
+    config = load_train_config(arguments.cfg, arguments.overrides)
+    run_dir = arguments.run_dir or config.logging.log_dir / f"compress-{time.strftime('%Y%m%d-%H%M%S')}"
     logger.info("run folder %s (continue a killed run with --run-dir %s --resume)", run_dir, run_dir)
     with InterruptHandler() as interrupt:
+        settings = CompressSettings(
+            config, arguments.weights, arguments.out, run_dir, sparsity=arguments.sparsity, bits=arguments.bits,
+            finetune_epochs=arguments.finetune_epochs, centroid_epochs=arguments.centroid_epochs,
+            finetune_lr=arguments.finetune_lr, centroid_lr=arguments.centroid_lr,
+            share_skip=_skip_list(arguments.share_skip), position_bits=arguments.position_bits,
+            float_format=arguments.float_format, progress=not arguments.no_progress, resume=arguments.resume,
+            callbacks=(interrupt,),
+        )  # fmt: skip
         try:
-            return _compress(arguments, run_dir, interrupt)
+            result = compress_model(settings)
         except TrainingInterruptedError as stop:
             print(f"{stop}: the fine-tuning under {run_dir} keeps its last completed epoch; continue with the same "
                   f"arguments and --run-dir {run_dir} --resume", file=sys.stderr)  # fmt: skip
             return 128 + stop.signal_number
-
-
-def _compress(arguments: argparse.Namespace, run_dir: Path, interrupt: InterruptHandler) -> int:
-    config = load_train_config(arguments.cfg, arguments.overrides)
-    checkpoint = load_checkpoint(arguments.weights)
-    model = model_from_checkpoint(checkpoint)
-    finalize_pruning(model)
-    _check_model_spec(arguments.weights, checkpoint, config)
-    progress, resume = not arguments.no_progress, arguments.resume
-    board = TrainingBoard(run_dir)
-    validation = _Validation(config, resolve_device(config.device), progress)
-    stages: list[tuple[str, float, float]] = []
-
-    def record(stage: str, current: nn.Module) -> None:
-        sparsity, map50 = _sparsity(current, ("first", "heads")), validation.map50(current)
-        stages.append((stage, sparsity, map50))
-        board.scalars({"mAP50": map50, "sparsity": sparsity}, len(stages) - 1, prefix="compress/")
-        logger.info("%s: sparsity %.2f%%, mAP@0.5 %.4f", stage, 100 * sparsity, map50)
-
-    record("dense", model)
-    finetune_lr = arguments.finetune_lr or config.optimizer.learning_rate / 10
-    if arguments.sparsity > 0:
-        prune_to_sparsity(model, arguments.sparsity, "global", prunable_layers(model, ("first", "heads")))
-        masks = pruning_masks(model)
-        finalize_pruning(model)
-        record("pruned", model)
-        if arguments.finetune_epochs:
-            callbacks = [interrupt, _StartFrom(model.state_dict(), masks)]
-            model = _finetune(config, arguments.finetune_epochs, finetune_lr, run_dir / "finetune_pruned", callbacks,
-                              progress, resume)  # fmt: skip
-            finalize_pruning(model)
-            record("pruned, fine-tuned", model)
-    layers = prunable_layers(model, _skip_list(arguments.share_skip))
-    shared = share_weights(model, arguments.bits, layers=layers)
-    record(f"shared (k={2**arguments.bits})", model)
-    centroid_epochs = arguments.finetune_epochs if arguments.centroid_epochs is None else arguments.centroid_epochs
-    if centroid_epochs:
-        callbacks = [interrupt, _StartFrom(model.state_dict()), WeightSharingCallback(shared)]
-        model = _finetune(config, centroid_epochs, arguments.centroid_lr or finetune_lr, run_dir / "finetune_shared",
-                          callbacks, progress, resume)  # fmt: skip
-        shared = detach_sharing(model)
-        record("shared, centroids fine-tuned", model)
-    if arguments.float_format == "float16":
-        round_to_float16(model, shared)
-    metadata = {key: checkpoint[key] for key in METADATA_KEYS if checkpoint.get(key) is not None}
-    report = write_compressed(arguments.out, model, shared, model_spec=checkpoint["model"], metadata=metadata,
-                              position_bits=arguments.position_bits, float_format=arguments.float_format)  # fmt: skip
-    record(f"file ({arguments.float_format}, decoded)", load_compressed(arguments.out).model)
+    report = result.report
     print(report.format_table())
     print()
-    print(_stage_table(stages))
-    print(f"wrote {arguments.out} ({report.file_bytes:,} bytes, {report.ratio:.1f}x smaller than fp32 .weights)")
+    print(result.format_stages())
+    print(f"wrote {result.out} ({report.file_bytes:,} bytes, {report.ratio:.1f}x smaller than fp32 .weights)")
     print(f"TensorBoard: tensorboard --logdir {run_dir}")
-    if board.writer is not None:
-        board.writer.add_text("compress/layers", report.format_table())
-        board.writer.add_text("compress/stages", _stage_table(stages))
-    board.close()
     return 0
-
-
-def _stage_table(stages: list[tuple[str, float, float]]) -> str:
-    lines = ["| stage | sparsity (pruned convs) | mAP@0.5 |", "| --- | ---: | ---: |"]
-    lines += [f"| {stage} | {sparsity:.2%} | {map50:.4f} |" for stage, sparsity, map50 in stages]
-    return "\n".join(lines)
 
 
 def decode(argv: Sequence[str]) -> int:
@@ -302,17 +122,10 @@ def decode(argv: Sequence[str]) -> int:
         parser.error("give --out and/or --darknet")
     stored = load_compressed(arguments.file)
     if arguments.out is not None:
-        checkpoint: dict[str, Any] = {"model": stored.model_spec, "model_state": stored.model.state_dict(),
-                                      "ema_state": None}  # fmt: skip
-        metadata = stored.metadata
-        for key in METADATA_KEYS:
-            if key in metadata:
-                value = metadata[key]
-                checkpoint[key] = tuple(value) if key in ("class_names", "input_size") else value
-        save_checkpoint(arguments.out, checkpoint)
+        save_checkpoint(arguments.out, decoded_checkpoint(stored, str(arguments.file)))
         print(f"wrote {arguments.out}")
     if arguments.darknet is not None:
-        if not hasattr(stored.model, "save_darknet_weights"):
+        if not isinstance(stored.model, DarknetIO):
             raise ValueError(f"{arguments.file}: a {stored.model_spec['name']} model has no Darknet form")
         stored.model.save_darknet_weights(arguments.darknet)
         print(f"wrote {arguments.darknet}")
@@ -330,17 +143,14 @@ def inspect(argv: Sequence[str]) -> int:
     return 0
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     commands = {"decode": decode, "inspect": inspect}
-    try:
-        if argv and argv[0] in commands:
-            return commands[argv[0]](argv[1:])
-        return compress(parse_compress_args(argv))
-    except (ConfigError, CheckpointError, CompressedFileError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    if argv and argv[0] in commands:
+        return commands[argv[0]](argv[1:])
+    return compress(parse_compress_args(argv))
 
 
 if __name__ == "__main__":

@@ -20,11 +20,14 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance  # what dataclasses.fields accepts (typeshed only, not at run time)
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 class ConfigError(ValueError):
@@ -69,7 +72,7 @@ def _convert(value: Any, annotation: Any, source: str, key: str) -> Any:
             suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise _fail(source, key, f"{show_value(value)} is not one of {', '.join(map(repr, arguments))}{suggestion}")
         return value
-    if dataclasses.is_dataclass(annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise _fail(source, key, f"expected a mapping of {annotation.__name__} fields, got {show_value(value)}")
         return load_dataclass(annotation, value, source, prefix=f"{key}.")

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from yolov3.atomic import write_text_atomic
+from yolov3.checkpoint import Checkpoint, ModelSpec, save_checkpoint
 from yolov3.compression.masks import (
     DEFAULT_SKIP,
     apply_masks,
@@ -42,8 +43,8 @@ from yolov3.compression.masks import (
     sparsity_report,
 )
 from yolov3.models import create_model
-from yolov3.train.callbacks import TrainerCallback
-from yolov3.train.checkpoint import save_checkpoint
+from yolov3.train.builder import build_trainer
+from yolov3.train.callbacks import TrainerCallback, TrainingContext
 from yolov3.train.config import TrainConfig
 from yolov3.train.ema import follow_pruning
 from yolov3.train.tensorboard import TrainingBoard
@@ -103,30 +104,31 @@ class RewindRecorder(TrainerCallback):
         self.iteration = iteration
         self.state: dict[str, torch.Tensor] | None = None
 
-    def on_fit_start(self, trainer: Trainer) -> None:
-        if self.iteration > trainer.total_steps:
-            raise ValueError(f"rewind iteration {self.iteration} is past the run's {trainer.total_steps} steps")
-        if self.iteration == trainer.runner.optimizer_steps:
-            self.state = capture_state(trainer.raw_model)
+    def on_fit_start(self, context: TrainingContext) -> None:
+        if self.iteration > context.total_steps:
+            raise ValueError(f"rewind iteration {self.iteration} is past the run's {context.total_steps} steps")
+        if self.iteration == context.step:
+            self.state = capture_state(context.model)
 
-    def on_optimizer_step(self, trainer: Trainer, step: int) -> None:
+    def on_optimizer_step(self, context: TrainingContext, step: int) -> None:
         if step == self.iteration:
-            self.state = capture_state(trainer.raw_model)
+            self.state = capture_state(context.model)
 
 
 class TicketCallback(TrainerCallback):
-    """Before training, rewinds the trainer's fresh model (and its EMA) to ``state`` and applies ``masks``."""
+    """Before training, rewinds the fresh trained model (and its EMA) to ``state`` and applies ``masks``."""
 
     def __init__(self, state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> None:
         self.state, self.masks = state, masks
 
-    def on_fit_start(self, trainer: Trainer) -> None:
-        state = {name: value.to(trainer.device) for name, value in self.state.items()}
-        rewind(trainer.raw_model, state, self.masks)
-        if trainer.ema is not None:
-            trainer.ema.module.load_state_dict(state)
-            follow_pruning(trainer.ema.module, trainer.raw_model)
-            trainer.ema.n_averaged.zero_()
+    def on_fit_start(self, context: TrainingContext) -> None:
+        state = {name: value.to(context.device) for name, value in self.state.items()}
+        rewind(context.model, state, self.masks)
+        average = context.ema_model
+        if context.ema is not None and average is not None:
+            average.load_state_dict(state)
+            follow_pruning(average, context.model)
+            context.ema.n_averaged.zero_()  # the average restarts from the rewound model
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,7 @@ class LotteryResult:
 
 
 def _train(config: TrainConfig, run_dir: Path, callbacks: Sequence[TrainerCallback], progress: bool) -> Trainer:
-    trainer = Trainer(config, run_dir, progress=progress, callbacks=callbacks)
+    trainer = build_trainer(config, run_dir, progress=progress, callbacks=callbacks)
     trainer.fit()
     return trainer
 
@@ -206,16 +208,17 @@ def run_lottery(
     trained = _train(config, run_dir / "round-0", [recorder], progress)
     if recorder.state is None:  # pragma: no cover - RewindRecorder checks the step count before training
         raise RuntimeError(f"rewind point {rewind_point} was never reached")
-    save_checkpoint(run_dir / "rewind.pt", {"model": trained.model_spec, "model_state": recorder.state,
-                                            "rewind_iteration": rewind_point.iteration})  # fmt: skip
+    spec = ModelSpec.from_dict(trained.model_spec)
+    rewind = Checkpoint(spec, recorder.state, rewind_iteration=rewind_point.iteration)
+    save_checkpoint(run_dir / "rewind.pt", rewind)
     result.rows.append(LotteryRow(0, 0.0, _final_map(trained)))
     for round_number in range(1, rounds + 1):
-        model = trained.raw_model
+        model = trained.model
         layers = prunable_layers(model, skip)
         magnitude_prune(model, rate, "global", layers)
         masks = pruning_masks(model)
         trained = _train(config, run_dir / f"round-{round_number}", [TicketCallback(recorder.state, masks)], progress)
-        sparsity = sparsity_report(trained.raw_model, prunable_layers(trained.raw_model, skip)).sparsity
+        sparsity = sparsity_report(trained.model, prunable_layers(trained.model, skip)).sparsity
         control_map = None
         if control:
             fresh = random_initialization(trained.model_spec, config.seed + 1 + round_number)

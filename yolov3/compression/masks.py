@@ -14,7 +14,7 @@ travel in ``state_dict`` (as ``<conv>.weight_orig`` / ``<conv>.weight_mask``) an
   ``state_dict`` loads into an unpruned model and which saves Darknet ``.weights``;
 - :func:`sparsity_report` counts the zeros of the effective weights.
 
-Checkpoints: ``yolov3.train.checkpoint.load_model_state`` re-creates the reparametrization from the
+Checkpoints: ``yolov3.checkpoint.load_model_state`` re-creates the reparametrization from the
 ``*_orig``/``*_mask`` keys before loading, and the EMA (``yolov3.train.ema``) copies the model's masks instead
 of averaging them. Under DDP the masks are computed on every rank from bit-identical weights (DDP keeps them
 identical), so they agree; the pruning callback also broadcasts them from rank 0.
@@ -103,6 +103,15 @@ def _pruning_hooks(module: nn.Module) -> dict[str, prune.BasePruningMethod]:
     }
 
 
+class UnknownLayerError(KeyError, ValueError):
+    """Per-layer amounts or masks that name layers the model does not have (a budget or masks of another model).
+    A ``KeyError`` (a failed look-up) and a ``ValueError`` (bad input, which the CLIs report in one line); its
+    ``str()`` is the message, without ``KeyError``'s quotes."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class DetachPrunedTensors:
     """Forward hook: after a forward, hold the recomputed pruned tensor (``orig * mask``) detached.
 
@@ -138,7 +147,10 @@ def effective_weight(conv: nn.Module) -> torch.Tensor:
     """The weight the forward uses: ``weight_orig * weight_mask`` for a pruned conv, else ``weight``."""
     hook = _pruning_hooks(conv).get("weight")
     with torch.no_grad():
-        return (hook.apply_mask(conv) if hook is not None else conv.weight).detach()
+        weight = hook.apply_mask(conv) if hook is not None else conv.weight
+        if not isinstance(weight, torch.Tensor):
+            raise TypeError(f"{type(conv).__name__} has no weight tensor")
+        return weight.detach()
 
 
 def _mask_zeros(conv: nn.Conv2d) -> int:
@@ -159,7 +171,9 @@ def _per_layer(amount: Mapping[str, float], layers: Layers) -> list[tuple[nn.Con
     known = dict(layers)
     unknown = sorted(set(amount) - set(known))
     if unknown:
-        raise KeyError(f"per-layer amounts name layers that are not prunable here: {unknown}; known: {sorted(known)}")
+        raise UnknownLayerError(
+            f"per-layer amounts name layers that are not prunable here: {unknown}; known: {sorted(known)}"
+        )
     for name, value in amount.items():
         _check_fraction(value, f"amount for {name}")
     return [(known[name], float(value)) for name, value in amount.items()]
@@ -210,7 +224,7 @@ def _contiguous_weights(layers: Layers) -> None:
     """
     for _, conv in layers:
         for name in ("weight", "weight_orig", "weight_mask"):
-            tensor = conv._parameters.get(name)
+            tensor: torch.Tensor | None = conv._parameters.get(name)
             tensor = tensor if tensor is not None else conv._buffers.get(name)
             if tensor is not None and not tensor.is_contiguous():
                 tensor.data = tensor.data.contiguous()
@@ -279,7 +293,7 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     modules = dict(model.named_modules())
     missing = sorted(set(masks) - set(modules))
     if missing:
-        raise KeyError(f"masks name modules that {type(model).__name__} does not have: {missing}")
+        raise UnknownLayerError(f"masks name modules that {type(model).__name__} does not have: {missing}")
     for name, mask in masks.items():
         module = modules[name]
         if tuple(mask.shape) != tuple(module.weight.shape):

@@ -1,6 +1,6 @@
 """Pruning during training: a :class:`~yolov3.train.callbacks.TrainerCallback` that follows a pruning schedule.
 
-``Trainer(config, run_dir, callbacks=[GradualPruningCallback(PruningConfig(...))])`` prunes the trainer's model
+``build_trainer(config, run_dir, callbacks=[GradualPruningCallback(PruningConfig(...))])`` prunes the trained model
 
 - ``one_shot``: to the target when training starts (then training fine-tunes with the masks held);
 - ``iterative``: at the start of epochs 0, E, 2E, ... (E = ``finetune_epochs``), one round each;
@@ -16,23 +16,20 @@ The sparsity goes to TensorBoard (``prune/sparsity`` per pruning step, ``epoch/p
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from yolov3.compression.masks import prunable_layers, prune_to_sparsity, refresh_pruned_tensors, sparsity_report
 from yolov3.compression.schedules import PruningConfig
-from yolov3.train.callbacks import TrainerCallback
+from yolov3.train.callbacks import TrainerCallback, TrainingContext
 from yolov3.train.ema import follow_pruning
-
-if TYPE_CHECKING:
-    from yolov3.train.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
 
 class GradualPruningCallback(TrainerCallback):
-    """Prunes the trainer's model on the schedule of ``config`` (any of the three methods)."""
+    """Prunes the trained model (and its EMA) on the schedule of ``config`` (any of the three methods)."""
 
     def __init__(self, config: PruningConfig) -> None:
         self.config = config
@@ -50,53 +47,54 @@ class GradualPruningCallback(TrainerCallback):
         progress = sparsity / self.config.final_sparsity if self.config.final_sparsity > 0 else 1.0
         return {name: value * progress for name, value in budget.items()}
 
-    def prune_to(self, trainer: Trainer, sparsity: float, step: int) -> None:
-        """Prune the trainer's model (and its EMA) to ``sparsity``, and log it at optimizer step ``step``."""
-        model = trainer.raw_model
+    def prune_to(self, context: TrainingContext, sparsity: float, step: int) -> None:
+        """Prune the trained model (and its EMA) to ``sparsity``, and log it at optimizer step ``step``."""
+        model = context.model
         layers = prunable_layers(model, self.config.skip)
         prune_to_sparsity(model, self._target(sparsity), self.config.scope, layers)
-        if trainer.context.is_distributed:
+        if context.distributed.is_distributed:
             with torch.no_grad():
                 for _, conv in layers:
-                    if hasattr(conv, "weight_mask"):
-                        torch.distributed.broadcast(conv.weight_mask, src=0)
+                    mask = getattr(conv, "weight_mask", None)  # a buffer of the pruned convs
+                    if isinstance(mask, torch.Tensor):
+                        torch.distributed.broadcast(mask, src=0)
             refresh_pruned_tensors(model)
-        if trainer.ema is not None:
-            follow_pruning(trainer.ema.module, model)
+        if context.ema_model is not None:
+            follow_pruning(context.ema_model, model)
         self.sparsity = sparsity_report(model, layers).sparsity
         self.last_pruned_step = step
         self.history.append((step, self.sparsity))
-        trainer.board.scalars({"sparsity": self.sparsity}, step, prefix="prune/")
+        context.board.scalars({"sparsity": self.sparsity}, step, prefix="prune/")
         logger.info(
             "pruned to %.2f%% sparsity at step %d (scheduled %.2f%%)", 100 * self.sparsity, step, 100 * sparsity
         )
 
     # -- hooks ----------------------------------------------------------------------------------------------
 
-    def on_fit_start(self, trainer: Trainer) -> None:
-        step = trainer.runner.optimizer_steps  # > 0 after a resume, which restored the masks and this state
+    def on_fit_start(self, context: TrainingContext) -> None:
+        step = context.step  # > 0 after a resume, which restored the masks and this state
         if self.config.method == "one_shot" and self.last_pruned_step < 0:
-            self.prune_to(trainer, self.config.target_sparsity, step)
+            self.prune_to(context, self.config.target_sparsity, step)
         elif self.config.method == "gradual" and self.config.is_pruning_step(step) and step != self.last_pruned_step:
-            self.prune_to(trainer, self.config.sparsity_at_step(step), step)
+            self.prune_to(context, self.config.sparsity_at_step(step), step)
         else:
-            refresh_pruned_tensors(trainer.raw_model)  # a resumed pruned model: deep-copyable, up to date
+            refresh_pruned_tensors(context.model)  # a resumed pruned model: deep-copyable, up to date
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+    def on_epoch_start(self, context: TrainingContext, epoch: int) -> None:
         if self.config.method != "iterative":
             return
         epochs_per_round = max(1, self.config.finetune_epochs)
         if epoch % epochs_per_round == 0 and epoch // epochs_per_round < self.config.rounds:
             round_number = epoch // epochs_per_round + 1
-            self.prune_to(trainer, self.config.sparsity_after_round(round_number), trainer.runner.optimizer_steps)
+            self.prune_to(context, self.config.sparsity_after_round(round_number), context.step)
 
-    def on_optimizer_step(self, trainer: Trainer, step: int) -> None:
+    def on_optimizer_step(self, context: TrainingContext, step: int) -> None:
         if self.config.method == "gradual" and self.config.is_pruning_step(step):
-            self.prune_to(trainer, self.config.sparsity_at_step(step), step)
+            self.prune_to(context, self.config.sparsity_at_step(step), step)
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
-        layers = prunable_layers(trainer.raw_model, self.config.skip)
-        metrics["prune/sparsity"] = sparsity_report(trainer.raw_model, layers).sparsity
+    def on_epoch_end(self, context: TrainingContext, epoch: int, metrics: dict[str, float]) -> None:
+        layers = prunable_layers(context.model, self.config.skip)
+        metrics["prune/sparsity"] = sparsity_report(context.model, layers).sparsity
 
     # -- checkpoints ----------------------------------------------------------------------------------------
 

@@ -21,16 +21,12 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from yolov3.train.callbacks import TrainerCallback
-
-if TYPE_CHECKING:
-    from yolov3.train.trainer import Trainer
+from yolov3.train.callbacks import TrainerCallback, TrainingContext
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +120,14 @@ def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     return [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
 
 
+def _weight(module: nn.Module, name: str) -> torch.Tensor:
+    """``module.weight``, checked to be a tensor."""
+    weight = module.weight
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"layer {name!r} has no weight tensor")
+    return weight
+
+
 def share_weights(
     model: nn.Module,
     bits: int | None = 4,
@@ -142,12 +146,12 @@ def share_weights(
     for name, module in conv_layers(model) if layers is None else layers:
         if hasattr(module, "weight_orig") or parametrize.is_parametrized(module):
             raise ValueError(f"layer {name!r} is re-parametrized (finalize pruning or detach sharing first)")
-        weight = module.weight.detach()
+        weight = _weight(module, name).detach()
         mask = weight != 0
         codebook, index = kmeans_1d(weight[mask], k, max_iterations)
         layer = SharedLayer(codebook, index.to(torch.int16), mask)
         with torch.no_grad():
-            module.weight.copy_(layer.weight())
+            _weight(module, name).copy_(layer.weight())
         shared[name] = layer
         logger.debug("shared %s: %d non-zero weights in %d clusters", name, layer.num_nonzero, k)
     return SharedWeights(shared)
@@ -160,6 +164,9 @@ class SharedWeightParametrization(nn.Module):
     ``right_inverse`` maps a weight to the codebook that best reproduces it (each cluster's mean, exact
     when the weight is already shared; computed in float64 so that a mean of equal values is that value).
     """
+
+    assignment: torch.Tensor  # buffer, the weight's shape, int16
+    fallback: torch.Tensor  # buffer, (k,)
 
     def __init__(self, layer: SharedLayer) -> None:
         super().__init__()
@@ -197,14 +204,15 @@ def attach_sharing(model: nn.Module, shared: SharedWeights) -> None:
     built before still updates them, as long as it has no state for them yet."""
     for name, layer in shared.layers.items():
         module = model.get_submodule(name)
-        if module.weight.shape != layer.mask.shape:
-            raise ValueError(
-                f"layer {name!r}: weight {tuple(module.weight.shape)} but shared {tuple(layer.mask.shape)}"
-            )
-        parametrization = SharedWeightParametrization(layer).to(module.weight.device)
+        weight = _weight(module, name)
+        if weight.shape != layer.mask.shape:
+            raise ValueError(f"layer {name!r}: weight {tuple(weight.shape)} but shared {tuple(layer.mask.shape)}")
+        parametrization = SharedWeightParametrization(layer).to(weight.device)
         parametrize.register_parametrization(module, "weight", parametrization)
         with torch.no_grad():
-            module.parametrizations.weight.original.copy_(layer.codebook)
+            original = module.get_submodule("parametrizations.weight").original
+            assert isinstance(original, torch.Tensor)  # register_parametrization stores the codebook there
+            original.copy_(layer.codebook)
 
 
 def detach_sharing(model: nn.Module) -> SharedWeights:
@@ -226,20 +234,20 @@ class WeightSharingCallback(TrainerCallback):
     """Fine-tunes centroids inside a :class:`~yolov3.train.trainer.Trainer`: at fit start it attaches the
     sharing parametrization to the trained model and to its EMA copy (the same structure on both keeps
     ``AveragedModel``'s parameter lists aligned). After ``fit()``, :func:`detach_sharing` on
-    ``trainer.ema.module`` (or ``trainer.raw_model``) gives the fine-tuned :class:`SharedWeights`.
+    ``trainer.eval_model`` (the EMA's model, or the trained one) gives the fine-tuned :class:`SharedWeights`.
 
-    Such a run resumes (``Trainer(..., resume=True)``): the parametrization is attached before ``last.pt``
+    Such a run resumes (``trainer.resume()``): the parametrization is attached before ``last.pt``
     is loaded (:meth:`on_resume_start`), whose codebooks, assignments and optimizer state then fit.
     """
 
     def __init__(self, shared: SharedWeights) -> None:
         self.shared = shared
 
-    def on_resume_start(self, trainer: Trainer) -> None:
-        self.on_fit_start(trainer)
+    def on_resume_start(self, context: TrainingContext) -> None:
+        self.on_fit_start(context)
 
-    def on_fit_start(self, trainer: Trainer) -> None:
-        models = [trainer.raw_model, *([trainer.ema.module] if trainer.ema is not None else [])]
+    def on_fit_start(self, context: TrainingContext) -> None:
+        models = [context.model, *([context.ema_model] if context.ema_model is not None else [])]
         for model in models:
             if not any(parametrize.is_parametrized(module, "weight") for module in model.modules()):
                 attach_sharing(model, self.shared)  # once: a resumed run has it from on_resume_start

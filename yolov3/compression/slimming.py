@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from yolov3.compression.structured import analyze_channels
-from yolov3.train.callbacks import TrainerCallback
+from yolov3.train.callbacks import TrainerCallback, TrainingContext
 from yolov3.train.step import StepRunner
-
-if TYPE_CHECKING:
-    from yolov3.train.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +41,8 @@ def slimming_scales(model: nn.Module, layers: str = "prunable") -> list[nn.Param
     """The batch-norm scales (gamma) the penalty applies to: of the prunable convs, or of every BatchNorm2d."""
     if layers == "prunable":
         graph = analyze_channels(model)
-        return [graph.modules[index].bn.weight for index in graph.prunable]
+        modules = [graph.modules[index] for index in graph.prunable]
+        return [module.bn.weight for module in modules if module.bn is not None]  # all: the others are locked
     if layers == "all":
         return [module.weight for module in model.modules() if isinstance(module, nn.BatchNorm2d) and module.affine]
     raise ValueError(f"layers must be one of {', '.join(LAYER_CHOICES)}; got {layers!r}")
@@ -52,7 +50,7 @@ def slimming_scales(model: nn.Module, layers: str = "prunable") -> list[nn.Param
 
 def runner_gradient_scale(runner: StepRunner) -> Callable[[], float]:
     """The factor the penalty needs inside ``runner``'s backward: the AMP loss scale / ``accumulate``."""
-    return lambda: float(runner.scaler.get_scale()) / runner.accumulate  # get_scale() is 1.0 when AMP is off
+    return runner.gradient_scale
 
 
 class SlimmingPenalty:
@@ -95,7 +93,7 @@ class SlimmingPenalty:
 
     def loss(self) -> torch.Tensor:
         """The penalty term itself, ``strength * sum(|gamma|)`` (for logging; its gradient is what the hooks add)."""
-        return self.strength * sum(gamma.abs().sum() for gamma in self.scales)
+        return torch.as_tensor(self.strength * sum(gamma.abs().sum() for gamma in self.scales))  # 0 if no scales
 
     def statistics(self, small: float = 1e-2) -> dict[str, float]:
         """Mean ``|gamma|`` and the fraction of gammas below ``small`` in magnitude."""
@@ -105,9 +103,9 @@ class SlimmingPenalty:
 
 
 class SlimmingCallback(TrainerCallback):
-    """Sparsity training for network slimming: the penalty on the trainer's model, statistics every epoch.
+    """Sparsity training for network slimming: the penalty on the trained model, statistics every epoch.
 
-    ``Trainer(config, run_dir, callbacks=[SlimmingCallback(strength=1e-3)])``; each epoch's metrics (and
+    ``build_trainer(config, run_dir, callbacks=[SlimmingCallback(strength=1e-3)])``; each epoch's metrics (and
     TensorBoard) get ``slimming/gamma_mean`` and ``slimming/gamma_small_fraction`` (|gamma| < ``small``).
     """
 
@@ -117,15 +115,15 @@ class SlimmingCallback(TrainerCallback):
         self.strength, self.layers, self.small = strength, layers, small
         self.penalty: SlimmingPenalty | None = None
 
-    def on_fit_start(self, trainer: Trainer) -> None:
+    def on_fit_start(self, context: TrainingContext) -> None:
         if self.penalty is not None:
             self.penalty.detach()
-        scales = slimming_scales(trainer.raw_model, self.layers)
-        self.penalty = SlimmingPenalty(scales, self.strength, runner_gradient_scale(trainer.runner))
+        scales = slimming_scales(context.model, self.layers)
+        self.penalty = SlimmingPenalty(scales, self.strength, context.gradient_scale)
         self.penalty.attach()
         logger.info("network slimming: L1 penalty %g on %d batch-norm scales", self.strength, len(scales))
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, context: TrainingContext, epoch: int, metrics: dict[str, float]) -> None:
         if self.penalty is not None:
             metrics.update({f"slimming/{name}": value for name, value in self.penalty.statistics(self.small).items()})
 

@@ -376,12 +376,14 @@ def round_to_float16(model: nn.Module, shared: SharedWeights | None = None) -> i
     rounded = 0
     shared_weights = set()
     for name, layer in (shared.layers if shared is not None else {}).items():
-        module = model.get_submodule(name)
+        weight = model.get_submodule(name).weight
+        if not isinstance(weight, torch.Tensor):
+            raise TypeError(f"shared layer {name!r} has no weight tensor")
         if _fits_float16(layer.codebook):
             layer.codebook.copy_(layer.codebook.half().float())
             rounded += 1
-        module.weight.copy_(layer.weight().to(module.weight.device))
-        shared_weights.add(id(module.weight))
+        weight.copy_(layer.weight().to(weight.device))
+        shared_weights.add(id(weight))
     for tensor in [*model.parameters(), *model.buffers()]:
         if tensor.is_floating_point() and id(tensor) not in shared_weights and _fits_float16(tensor):
             tensor.copy_(tensor.half().to(tensor.dtype))

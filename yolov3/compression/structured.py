@@ -42,6 +42,7 @@ from yolov3.darknet.cfg import (
     ConvolutionalSection,
     DarknetCfg,
     RouteSection,
+    Section,
     ShortcutSection,
     UpsampleSection,
     YoloSection,
@@ -140,6 +141,7 @@ def _importance(module: ConvBNAct, criterion: str) -> torch.Tensor:
     if criterion == "l1":
         return module.conv.weight.detach().abs().sum(dim=(1, 2, 3)).float().cpu()  # (F, C, k, k) -> (F,)
     if criterion == "bn_gamma":
+        assert module.bn is not None, "prunable layers have batch norm (analyze_channels locks the others)"
         return module.bn.weight.detach().abs().float().cpu()
     raise ValueError(f"unknown criterion {criterion!r}; expected one of {', '.join(CRITERIA)}")
 
@@ -192,6 +194,7 @@ def plan_pruning(
                 f"at most {len(order)} ({len(order) / max(total, 1):.1%}) can go"
             )
     else:
+        assert flops_target is not None  # exactly one of ratio and flops_target is given (checked above)
         if not 0.0 < flops_target <= 1.0:
             raise ValueError(f"flops_target is the fraction of FLOPs to keep, in (0, 1]; got {flops_target}")
         count = _count_for_flops(graph.cfg, importance, order, flops_target, channel_multiple)
@@ -261,10 +264,16 @@ def _count_for_flops(
 def pruned_cfg(cfg: DarknetCfg, keep: dict[int, torch.Tensor]) -> DarknetCfg:
     """``cfg`` with ``filters`` of every layer in ``keep`` set to the number of filters it keeps."""
     layers = [
-        dataclasses.replace(section, filters=len(keep[index])) if index in keep else section
+        _with_filters(section, len(keep[index])) if index in keep else section
         for index, section in enumerate(cfg.layers)
     ]
     return DarknetCfg(net=cfg.net, layers=layers, source=cfg.source)
+
+
+def _with_filters(section: Section, filters: int) -> Section:
+    if not isinstance(section, ConvolutionalSection):
+        raise TypeError(f"{section.where()} has no filters to prune")
+    return dataclasses.replace(section, filters=filters)
 
 
 def apply_plan(model: nn.Module, plan: PruningPlan, absorb_removed: bool = True) -> Darknet:
@@ -273,11 +282,13 @@ def apply_plan(model: nn.Module, plan: PruningPlan, absorb_removed: bool = True)
     keep = {layer: indices for layer, indices in plan.keep.items() if layer in graph.modules}
     kept_sets = {layer: set(indices.tolist()) for layer, indices in keep.items()}
     pruned = Darknet(pruned_cfg(graph.cfg, keep))
+    assert isinstance(model, DarknetIO)  # analyze_channels raised otherwise
     pruned.darknet_header = model.darknet_header
     constants = {layer: expected_channel_outputs(graph.modules[layer]) for layer in keep} if absorb_removed else {}
     with torch.no_grad():
         for index, inputs in graph.conv_inputs.items():
             source, target = graph.modules[index], pruned.layers[index]
+            assert isinstance(target, ConvBNAct)  # built from the same cfg layer as ``source``
             outputs = keep.get(index, torch.arange(source.conv.out_channels))
             survives = [origin is None or origin[1] in kept_sets.get(origin[0], (origin[1],)) for origin in inputs]
             weight = source.conv.weight[outputs]  # (F, C/groups, k, k) -> (F', C/groups, k, k)
@@ -285,19 +296,29 @@ def apply_plan(model: nn.Module, plan: PruningPlan, absorb_removed: bool = True)
                 weight = weight[:, [channel for channel, kept in enumerate(survives) if kept]]  # -> (F', C', k, k)
             target.conv.weight.copy_(weight)
             if source.bn is not None:
+                assert target.bn is not None and target.bn.num_batches_tracked is not None
+                assert source.bn.num_batches_tracked is not None
                 for name in ("weight", "bias", "running_mean", "running_var"):
                     getattr(target.bn, name).copy_(getattr(source.bn, name)[outputs])
                 target.bn.num_batches_tracked.copy_(source.bn.num_batches_tracked)
             else:
+                assert target.conv.bias is not None and source.conv.bias is not None  # no BN: the conv has a bias
                 target.conv.bias.copy_(source.conv.bias[outputs])
-            removed = [(channel, origin) for channel, origin in enumerate(inputs) if not survives[channel]]
+            # Channels of the input image (origin None) always survive.
+            removed = [
+                (channel, origin)
+                for channel, origin in enumerate(inputs)
+                if not survives[channel] and origin is not None
+            ]
             if constants and removed:
                 values = torch.stack([constants[origin[0]][origin[1]] for _, origin in removed])  # (R,)
                 taps = source.conv.weight[outputs][:, [channel for channel, _ in removed]].sum(dim=(2, 3))  # (F', R)
                 shift = taps @ values  # what the removed constant inputs added to each kept output, (F',)
                 if target.bn is not None:
+                    assert target.bn.running_mean is not None
                     target.bn.running_mean.sub_(shift)
                 else:
+                    assert target.conv.bias is not None
                     target.conv.bias.add_(shift)
     parameter = next(model.parameters(), None)
     if parameter is not None:
@@ -315,6 +336,8 @@ def expected_channel_outputs(module: ConvBNAct, points: int = 1201) -> torch.Ten
     the channel is constant: gamma = 0, or a filter that is all zero (then var = 0).
     """
     bn = module.bn
+    if bn is None or bn.running_var is None:
+        raise ValueError("expected_channel_outputs needs a conv layer with batch norm and its running statistics")
     nodes = torch.linspace(-6.0, 6.0, points, dtype=bn.bias.dtype, device=bn.bias.device)
     weights = torch.exp(-0.5 * nodes.square())
     weights = weights / weights.sum()  # the standard normal's density on the nodes, summing to 1

@@ -3,7 +3,8 @@
 A cfg file is a list of ``[section]`` headers, each followed by ``key=value`` lines. Darknet strips all
 white space from a line and treats lines starting with ``#`` or ``;`` as comments; so do we. The vocabulary
 is AlexeyAB's ``src/parser.c``: a key Darknet reads only for its own training loop is accepted and reported
-once per file in one warning (:mod:`cfg_vocabulary`); every other unknown section, key or value is an error
+once per file in one warning (:mod:`cfg_vocabulary`), and so is a [net] key Darknet does not read at all unless
+it looks like a typo of one it reads; every other unknown section, key or value is an error
 that names the file, the line and the section, with a suggestion. A key repeated in [net] keeps its first
 value, as in Darknet (whose ``option_find`` returns the first match); repeated elsewhere it is an error.
 """
@@ -23,6 +24,8 @@ from pathlib import Path
 from yolov3.darknet.cfg_fork_sections import (  # noqa: F401 - re-exported
     FORK_SECTION_TYPES,
     ContrastiveSection,
+    ConvLstmSection,
+    CrnnSection,
     EmptySection,
     GaussianYoloSection,
     LocalAvgpoolSection,
@@ -50,7 +53,13 @@ from yolov3.darknet.cfg_sections import (  # noqa: F401 - re-exported
     YoloSection,
     _location,
 )
-from yolov3.darknet.cfg_vocabulary import REFUSED_SECTIONS, classify_key
+from yolov3.darknet.cfg_vocabulary import (
+    PJREDDIE_ONLY_NET,
+    REFUSED_SECTIONS,
+    TRAINING_ONLY,
+    classify_key,
+    net_typo_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +167,8 @@ def parse_cfg_text(text: str, source: str = "<cfg>") -> DarknetCfg:
     sections = [_build_section(kind, line_number, options, source, ignored) for kind, _, line_number, options in blocks]
     if ignored:
         logger.warning(
-            "%s: %d key(s) only steer Darknet's own training loop (or repeat a default) and are ignored: %s",
+            "%s: %d key(s) are ignored: they only steer Darknet's own training loop, repeat a default, or are "
+            "not read by Darknet either: %s",
             source,
             len(ignored),
             "; ".join(ignored),
@@ -166,7 +176,9 @@ def parse_cfg_text(text: str, source: str = "<cfg>") -> DarknetCfg:
     for section in sections[1:]:
         if isinstance(section, NetSection):
             raise section.error("only the first section may be [net]")
-    return DarknetCfg(net=sections[0], layers=sections[1:], source=source)
+    net = sections[0]
+    assert isinstance(net, NetSection)  # blocks[0] was checked to be [net] above
+    return DarknetCfg(net=net, layers=sections[1:], source=source)
 
 
 def _build_section(
@@ -174,7 +186,7 @@ def _build_section(
 ) -> Section:
     """One section from its options; training-only keys are appended to ``ignored`` instead."""
     fields = _cfg_fields(kind)
-    hints = _field_types(kind)
+    hints = _field_types(kind)  # type: ignore[arg-type]  # a class is hashable; mypy reads its instances' __hash__
     values: dict[str, object] = {}
     for key, (text, key_line) in options.items():
         verdict = None if key in fields else classify_key(kind.KIND, key, text)
@@ -184,7 +196,17 @@ def _build_section(
         if verdict is not None:
             raise CfgError(f"{_location(source, key_line, kind.KIND)} {verdict}")
         if key not in fields:
-            hint = difflib.get_close_matches(key, list(fields), n=1)
+            if kind is NetSection:  # Darknet prints "Unused field" and carries on; a likely typo stays an error
+                typo = net_typo_of(key, [*fields, *TRAINING_ONLY["net"]])
+                if typo is None:
+                    reader = (
+                        "read by pjreddie's Darknet only" if key in PJREDDIE_ONLY_NET else "not read by Darknet either"
+                    )
+                    ignored.append(f"[net] {key} (line {key_line}, {reader})")
+                    continue
+                hint = [typo]
+            else:
+                hint = difflib.get_close_matches(key, list(fields), n=1)
             raise CfgError(
                 f"{_location(source, key_line, kind.KIND)} unknown key {key!r}"
                 + (f"; did you mean {hint[0]!r}?" if hint else "")

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from yolov3.darknet.cfg_sections import ACTIVATIONS, MAX_SIZE, Section, YoloSection, check_range
 
 
-def _check_activation(section: Section) -> None:
-    activation = section.activation
+def _check_activation(section: Section, activation: str) -> None:
     if activation not in ACTIVATIONS:
         raise section.error(f"activation={activation!r} is not one of {', '.join(ACTIVATIONS)}")
 
@@ -108,7 +107,7 @@ class SamSection(Section):
     activation: str = "linear"
 
     def validate(self) -> None:
-        _check_activation(self)
+        _check_activation(self, self.activation)
 
 
 @dataclass(kw_only=True)
@@ -124,7 +123,7 @@ class ScaleChannelsSection(Section):
     activation: str = "linear"
 
     def validate(self) -> None:
-        _check_activation(self)
+        _check_activation(self, self.activation)
 
 
 @dataclass(kw_only=True)
@@ -181,6 +180,76 @@ class ContrastiveSection(Section):
     contrastive_neg_max: int = 3
 
 
+@dataclass(kw_only=True)
+class CrnnSection(Section):
+    """``[crnn]``: a convolutional RNN of three [convolutional]-like layers (input, self, output), run as
+    Darknet's inference runs it: one time step from a zero state, ``output(input(x) + self(0))``."""
+
+    KIND = "crnn"
+    ALWAYS_WRITTEN = ("output", "hidden", "size", "activation")
+
+    size: int = 3
+    stride: int = 1
+    dilation: int = 1
+    pad: int = 0
+    padding: int = 0
+    output: int = 1
+    hidden: int = 1
+    groups: int = 1
+    activation: str = "logistic"
+    batch_normalize: int = 0
+    shortcut: int = 0  # adds the previous state, zero in a single step
+
+    @property
+    def effective_padding(self) -> int:
+        """As [convolutional]: ``pad=1`` means ``size // 2`` (times the dilation)."""
+        return (self.size // 2 if self.pad else self.padding) * self.dilation
+
+    def validate(self) -> None:
+        for name, low, high in (("size", 1, 1024), ("stride", 1, 1024), ("dilation", 1, 1024), ("padding", 0, 1024)):
+            check_range(self, name, low, high)
+        for name in ("output", "hidden", "groups"):
+            check_range(self, name, 1, MAX_SIZE)
+        if self.output % self.groups or self.hidden % self.groups:
+            raise self.error(f"output={self.output} and hidden={self.hidden} must be divisible by groups={self.groups}")
+        _check_activation(self, self.activation)
+
+
+@dataclass(kw_only=True)
+class ConvLstmSection(Section):
+    """``[conv_lstm]``: a convolutional LSTM (convs ``u*`` on the input, ``w*`` on the previous output, ``v*``
+    peepholes on the cell), run as Darknet's inference runs it: one time step from a zero state."""
+
+    KIND = "conv_lstm"
+    ALWAYS_WRITTEN = ("output", "size", "activation")
+
+    size: int = 3
+    stride: int = 1
+    dilation: int = 1
+    pad: int = 0
+    padding: int = 0
+    output: int = 1
+    groups: int = 1
+    activation: str = "linear"
+    batch_normalize: int = 0
+    peephole: int = 0
+    shortcut: int = 0  # only used with bottleneck=1 (refused) in Darknet's GPU forward; no effect otherwise
+
+    @property
+    def effective_padding(self) -> int:
+        """As [convolutional]: ``pad=1`` means ``size // 2`` (times the dilation)."""
+        return (self.size // 2 if self.pad else self.padding) * self.dilation
+
+    def validate(self) -> None:
+        for name, low, high in (("size", 1, 1024), ("stride", 1, 1024), ("dilation", 1, 1024), ("padding", 0, 1024)):
+            check_range(self, name, low, high)
+        for name in ("output", "groups"):
+            check_range(self, name, 1, MAX_SIZE)
+        if self.output % self.groups:
+            raise self.error(f"output={self.output} must be divisible by groups={self.groups}")
+        _check_activation(self, self.activation)
+
+
 FORK_SECTION_TYPES: tuple[type[Section], ...] = (
     RegionSection,
     GaussianYoloSection,
@@ -191,4 +260,6 @@ FORK_SECTION_TYPES: tuple[type[Section], ...] = (
     LocalAvgpoolSection,
     EmptySection,
     ContrastiveSection,
+    CrnnSection,
+    ConvLstmSection,
 )

@@ -147,6 +147,9 @@ class ConvolutionalSection(Section):
     activation: str = "logistic"
     stride_x: int = -1  # AlexeyAB: -1 means ``stride``
     stride_y: int = -1
+    xnor: int = 0  # binary (XNOR) convolution: yolov3.models.binary_conv
+    binary: int = 0  # binarized weights on Darknet's GPU only; its CPU forward is a float convolution
+    bin_output: int = 0  # with xnor: the activation becomes linear (Darknet's calculate_binary_weights)
 
     @property
     def strides(self) -> tuple[int, int]:
@@ -157,6 +160,11 @@ class ConvolutionalSection(Section):
         )
 
     @property
+    def effective_groups(self) -> int:
+        """Darknet ignores ``groups`` in an ``xnor=1`` layer (``make_convolutional_layer``)."""
+        return 1 if self.xnor else self.groups
+
+    @property
     def effective_padding(self) -> int:
         """Darknet: ``pad=1`` means ``size // 2`` (times the dilation); otherwise ``padding``."""
         return (self.size // 2) * self.dilation if self.pad else self.padding
@@ -164,10 +172,23 @@ class ConvolutionalSection(Section):
     def validate(self) -> None:
         for name, low, high in LIMITS["convolutional"]:
             check_range(self, name, low, high)
-        if self.filters % self.groups:
+        if self.filters % self.effective_groups:
             raise self.error(f"filters={self.filters} is not divisible by groups={self.groups}")
         if self.activation not in ACTIVATIONS:
             raise self.error(f"activation={self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
+        if self.xnor:
+            self._validate_xnor()
+
+    def _validate_xnor(self) -> None:
+        """What AlexeyAB's CPU XNOR forward cannot compute (the channel count is checked by the graph)."""
+        stride_y, stride_x = self.strides
+        if stride_x != stride_y:
+            raise self.error(
+                f"xnor=1 with stride_x={stride_x} != stride_y={stride_y} is refused: Darknet then takes its float "
+                "XNOR path, whose binarize_weights reads past the weights (undefined behaviour)"
+            )
+        if self.dilation != 1 and self.size != 1:
+            raise self.error(f"xnor=1 with dilation={self.dilation} is refused: Darknet's XNOR path ignores dilation")
 
 
 @dataclass(kw_only=True)

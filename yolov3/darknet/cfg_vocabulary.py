@@ -8,9 +8,17 @@ Two kinds, per section:
   They are accepted at Darknet's default value (cfgs often spell the default out) and refused otherwise.
 
 ``EVERY_LAYER`` keys are read by ``parse_network_cfg_custom`` from every layer section.
+
+A ``[net]`` key that ``parser.c`` does not read at all is what Darknet does with it too: it prints "Unused
+field" and carries on (AlexeyAB's own ``Gaussian_yolov3_BDD.cfg`` has ``max_epochs``). Such a key is accepted
+and reported with the training keys, unless it looks like a typo of a key [net] reads (:func:`net_typo_of`),
+which stays an error with the suggestion. Unknown keys in layer sections stay errors.
 """
 
 from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
 
 EVERY_LAYER = frozenset(
     {
@@ -49,16 +57,24 @@ TRAINING_ONLY: dict[str, frozenset[str]] = {
     "softmax": frozenset(["noloss"]),
     "dropout": frozenset(["dropblock", "dropblock_size_rel", "dropblock_size_abs"]),
     "maxpool": frozenset(["maxpool_zero_nonmax"]),
+    # the cell clamp applies after the output is computed, and the time normalizer scales gradients only:
+    # neither changes one step's output
+    "conv_lstm": frozenset(["state_constrain", "time_normalizer"]),
 }
 
+# [net] keys pjreddie's parse_net_options reads and the fork does not: accepted as unread, never typos.
+PJREDDIE_ONLY_NET = frozenset(["center", "clip", "max_ratio", "min_ratio", "notruth", "random"])
+
+# An unread [net] key is a typo when difflib's ratio to a key [net] reads is at least this. Above 0.667
+# (2 * 7 / 21, ``max_epochs`` against ``max_batches``) and below 0.75, the ratio of a letter changed in a
+# 4-letter key ((n - 1) / n for n letters): one changed, dropped or added letter in keys of 4 or more letters,
+# and two changed letters (or a swap) in keys of 7 or more, score at least 0.7.
+NET_TYPO_CUTOFF = 0.7
+
 # key -> (Darknet's default as written in a cfg, why it is not built here)
-_XNOR = "binary (XNOR) convolutions are not implemented"
 _DEFORM = "weight-deforming convolutions (sway/rotate/stretch) are not implemented"
 NOT_IMPLEMENTED: dict[str, dict[str, tuple[str, str]]] = {
     "convolutional": {
-        "binary": ("0", _XNOR),
-        "xnor": ("0", _XNOR),
-        "bin_output": ("0", _XNOR),
         "antialiasing": ("0", "anti-aliased (blur-pool) convolutions are not implemented"),
         "share_index": ("-1000000000", "weight sharing between layers is not implemented"),
         "coordconv": ("0", "CoordConv is not implemented"),
@@ -86,6 +102,13 @@ NOT_IMPLEMENTED: dict[str, dict[str, tuple[str, str]]] = {
         "tree": ("0", "YOLO9000 class trees are not implemented"),
         "map": ("0", "class maps are not implemented"),
     },
+    "crnn": {"xnor": ("0", "binary (XNOR) recurrent convolutions are not implemented")},
+    "conv_lstm": {
+        "xnor": ("0", "binary (XNOR) recurrent convolutions are not implemented"),
+        "bottleneck": ("0", "the bottleneck ConvLSTM (Darknet's GPU forward only) is not implemented"),
+        # Darknet's CPU forward always uses tanh here, its GPU forward this activation: they agree on tanh only
+        "lstm_activation": ("tanh", "an LSTM activation other than tanh is not implemented"),
+    },
     "softmax": {
         "tree": ("0", "softmax trees are not implemented"),
         "spatial": ("0", "spatial softmax is not implemented"),
@@ -102,11 +125,9 @@ REFUSED_SECTIONS: dict[str, str] = {
     "crop": "a training-time crop layer",
     "detection": "YOLOv1 heads are not implemented",
     "activation": "standalone activation layers are not implemented",
-    "crnn": "recurrent layers are not implemented (no inference-only recurrent state here)",
     "rnn": "recurrent layers are not implemented",
     "gru": "recurrent layers are not implemented",
     "lstm": "recurrent layers are not implemented",
-    "conv_lstm": "recurrent layers are not implemented",
     "history": "recurrent layers are not implemented",
     "lrn": "local response normalization is not implemented",
     "normalization": "local response normalization is not implemented",
@@ -128,3 +149,35 @@ def classify_key(kind: str, key: str, value: str) -> str | None:
     return f"{key}={value} is read by Darknet but {reason}" + (
         f" (only {key}={default} is accepted)" if default else ""
     )
+
+
+def _one_edit_apart(first: str, second: str) -> bool:
+    """True when one letter changed, dropped, added, or two neighbours swapped turns ``first`` into ``second``."""
+    if first == second or abs(len(first) - len(second)) > 1:
+        return False
+    start = 0
+    while start < min(len(first), len(second)) and first[start] == second[start]:
+        start += 1
+    a, b = first[start:], second[start:]
+    return (
+        a[1:] == b[1:]  # changed
+        or a[1:] == b  # dropped
+        or a == b[1:]  # added
+        or (len(a) == len(b) >= 2 and a[0] == b[1] and a[1] == b[0] and a[2:] == b[2:])  # swapped
+    )
+
+
+def net_typo_of(key: str, read_keys: Iterable[str]) -> str | None:
+    """The [net] key Darknet reads that ``key`` (one it does not read) is likely a typo of, or None.
+
+    A typo is one edit away from a read key (any length: ``B3`` for ``B2``) or scores at least
+    :data:`NET_TYPO_CUTOFF` in difflib's ratio (``widht``, ``max_batchs``); ``max_epochs`` (0.667 to
+    ``max_batches``) and pjreddie's own keys are not typos.
+    """
+    if key in PJREDDIE_ONLY_NET:
+        return None
+    read_keys = list(read_keys)
+    close = difflib.get_close_matches(key, read_keys, n=1, cutoff=NET_TYPO_CUTOFF)
+    if close:
+        return close[0]
+    return next((candidate for candidate in read_keys if _one_edit_apart(key, candidate)), None)

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from yolov3.darknet.cfg import (
     AvgpoolSection,
     ContrastiveSection,
+    ConvLstmSection,
     ConvolutionalSection,
+    CrnnSection,
     DarknetCfg,
     GaussianYoloSection,
     LocalAvgpoolSection,
@@ -89,12 +91,23 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
         input_shape = shape
         channels, rows, columns = shape
         if isinstance(section, ConvolutionalSection):
-            if channels % section.groups:
+            groups = section.effective_groups  # Darknet ignores groups in an xnor layer
+            if channels % groups:
                 raise section.error(f"input channels {channels} are not divisible by groups={section.groups}")
-            weights = section.filters * (channels // section.groups) * section.size**2
+            if (
+                section.xnor
+                and channels % 32
+                and (section.size, section.effective_padding, section.strides) != (3, 1, (1, 1))
+            ):
+                raise section.error(
+                    f"xnor=1 on {channels} input channels (not a multiple of 32) needs size=3, stride=1 and padding 1: "
+                    "Darknet's CPU XNOR forward has no other case (it prints 'Error: is no non-optimized version' "
+                    "and convolves an all-zero input)"
+                )
+            weights = section.filters * (channels // groups) * section.size**2
             if weights > MAX_CONV_WEIGHTS:
                 raise section.error(
-                    f"filters={section.filters} x {channels // section.groups} input channels x size={section.size}^2"
+                    f"filters={section.filters} x {channels // groups} input channels x size={section.size}^2"
                     f" = {weights:,} weights; allowed: at most {MAX_CONV_WEIGHTS:,} per layer"
                 )
             padding = section.effective_padding
@@ -103,6 +116,27 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
                 for size, stride in zip((rows, columns), section.strides, strict=True)
             )
             shape = (section.filters, rows, columns)
+        elif isinstance(section, (CrnnSection, ConvLstmSection)):
+            if channels % section.groups:
+                raise section.error(f"input channels {channels} are not divisible by groups={section.groups}")
+            if isinstance(section, CrnnSection):
+                weights = (channels + section.hidden + section.output) * section.hidden // section.groups
+            else:  # per gate (4): a u conv on the input, a w conv on the previous output; 3 v convs on the cell
+                recurrent = 4 + (3 if section.peephole else 0)
+                weights = (4 * channels + recurrent * section.output) * section.output // section.groups
+            weights *= section.size**2
+            if weights > MAX_CONV_WEIGHTS:
+                raise section.error(f"{weights:,} weights; allowed: at most {MAX_CONV_WEIGHTS:,} per layer")
+            output_size = tuple(
+                _conv_output(extent, section.size, section.stride, section.effective_padding, section.dilation)
+                for extent in (rows, columns)
+            )
+            if output_size != (rows, columns):
+                raise section.error(
+                    f"size={section.size}, stride={section.stride} and padding {section.effective_padding} change the "
+                    f"{rows}x{columns} input's size; Darknet's [{section.KIND}] keeps its state at the input size"
+                )
+            shape = (section.output, rows, columns)
         elif isinstance(section, ShortcutSection):
             # Darknet adds each `from` layer over the flat (C*H*W) indices both have: with equal H, W and
             # fewer or more channels, the overlapping channels. Sizes must agree for that to mean anything.
@@ -138,6 +172,12 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
             if section.reverse:
                 if channels % (stride * stride):
                     raise section.error(f"{channels} channels are not divisible by stride*stride={stride * stride}")
+                if type(section) is not ReorgSection and (channels // (stride * stride)) % (stride * stride):
+                    raise section.error(
+                        f"reverse=1 gives {channels // (stride * stride)} channels, not divisible by stride*stride="
+                        f"{stride * stride}: Darknet's [reorg3d] runs reorg_cpu over its output, which then reads "
+                        "outside it (or divides by zero)"
+                    )
                 shape = (channels // (stride * stride), rows * stride, columns * stride)
             else:
                 if rows % stride or columns % stride:
@@ -149,6 +189,9 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
                     )
                 shape = (channels * stride * stride, rows // stride, columns // stride)
         elif isinstance(section, LocalAvgpoolSection):
+            # __post_init__ resolves Darknet's defaults (size = stride, padding = size - 1, stride_x/y = stride)
+            assert section.padding is not None and section.size is not None
+            assert section.stride_x is not None and section.stride_y is not None
             rows = (rows + section.padding - section.size) // section.stride_y + 1
             columns = (columns + section.padding - section.size) // section.stride_x + 1
             shape = (channels, rows, columns)
@@ -168,6 +211,8 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
             if target < 0 or type(nodes[target].section) is not YoloSection:
                 raise section.error(f"yolo_layer={section.yolo_layer} must refer to a [yolo] layer, as in Darknet")
         elif isinstance(section, MaxpoolSection):
+            # __post_init__ resolves Darknet's defaults (size = stride, padding = size - 1)
+            assert section.padding is not None and section.size is not None
             rows, columns = ((size + section.padding - section.size) // section.stride + 1 for size in (rows, columns))
             shape = (channels, rows, columns)
         elif isinstance(section, AvgpoolSection):

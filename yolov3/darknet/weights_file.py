@@ -61,7 +61,10 @@ class ConvParameters:
 
     def tensors(self) -> list[torch.Tensor]:
         if self.bn is not None:
-            return [self.bn.bias, self.bn.weight, self.bn.running_mean, self.bn.running_var, self.conv.weight]
+            mean, var = self.bn.running_mean, self.bn.running_var
+            if mean is None or var is None:
+                raise WeightsFileError(f"layer {self.layer_index}: a batch norm without running statistics")
+            return [self.bn.bias, self.bn.weight, mean, var, self.conv.weight]
         if self.conv.bias is None:
             raise WeightsFileError(f"layer {self.layer_index}: a conv without batch norm needs a bias")
         return [self.conv.bias, self.conv.weight]

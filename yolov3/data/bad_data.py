@@ -128,13 +128,13 @@ class BadDataPolicy:
         keep = np.ones(len(boxes), dtype=bool)
         finite = np.isfinite(boxes).all(axis=1)
         for index in np.flatnonzero(~finite):
-            self.problem("malformed_label", f"{describe(index)}: box {boxes[index].tolist()} is not finite")
+            self.problem("malformed_label", f"{describe(int(index))}: box {boxes[index].tolist()} is not finite")
             keep[index] = False
         empty = finite & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
         for index in np.flatnonzero(empty):
             self.problem(
                 "empty_box",
-                f"{describe(index)}: box {_format_box(boxes[index])} has zero or negative area; "
+                f"{describe(int(index))}: box {_format_box(boxes[index])} has zero or negative area; "
                 "expected x1 < x2 and y1 < y2",
             )
             keep[index] = False
@@ -144,7 +144,7 @@ class BadDataPolicy:
         for index in np.flatnonzero(outside):
             self.problem(
                 "box_outside_image",
-                f"{describe(index)}: box {_format_box(boxes[index])} lies outside the {width}x{height} image; "
+                f"{describe(int(index))}: box {_format_box(boxes[index])} lies outside the {width}x{height} image; "
                 f"expected x in 0..{width} and y in 0..{height}",
             )
             keep[index] = False
@@ -153,7 +153,7 @@ class BadDataPolicy:
         for index in np.flatnonzero(changed):
             self.fixed(
                 "box_clipped",
-                f"{describe(index)}: box {_format_box(boxes[index])} extends outside the {width}x{height} "
+                f"{describe(int(index))}: box {_format_box(boxes[index])} extends outside the {width}x{height} "
                 f"image; clipped to {_format_box(clipped[index])}",
             )
         return clipped, keep

@@ -18,7 +18,7 @@ A dataset YAML (paths relative to ``root``; a relative ``root`` is relative to t
     train: {images: training/image_2, labels: training/label_2, list_file: train.txt}
     names: [Car, Pedestrian, Cyclist]
 
-    format: synthetic                 # generated under root on first use (see yolov3.data.synthetic)
+    format: synthetic                 # generated under root on first use (see yolov3.data.shapes_dataset)
     root: data/shapes
     synthetic: {num_train: 512, num_val: 128, image_size: [256, 256], seed: 0}
 
@@ -46,7 +46,7 @@ from yolov3.data.bad_data import BadDataPolicy
 from yolov3.data.coco import CocoDataset
 from yolov3.data.detection_dataset import DetectionDataset
 from yolov3.data.kitti import KittiDataset
-from yolov3.data.synthetic import SyntheticLayout, SyntheticOptions, ensure_shapes_dataset
+from yolov3.data.shapes_dataset import SyntheticLayout, SyntheticOptions, ensure_shapes_dataset
 from yolov3.data.voc import VOC_CLASSES, VocDataset
 from yolov3.data.yolo_txt import YoloTxtDataset
 
@@ -187,6 +187,13 @@ def _require(config: DatasetConfig, split: Split, **values: Any) -> None:
         raise ConfigError(f"{config.format} dataset: {split}.{missing[0]} is required (dataset root {config.root})")
 
 
+def _required(config: DatasetConfig, split: Split, key: str, value: Path | None) -> Path:
+    """``value``, which the format requires: as :func:`_require` for one key."""
+    _require(config, split, **{key: value})
+    assert value is not None  # _require raised otherwise
+    return value
+
+
 def build_dataset(
     config: DatasetConfig, split: Split, for_evaluation: bool = False, progress: bool = True
 ) -> DetectionDataset:
@@ -204,10 +211,11 @@ def build_dataset(
         return _build_synthetic(config, split, policy, for_evaluation, progress)
     paths: SplitConfig = getattr(config, split)
     if config.format == "coco":
-        _require(config, split, images=paths.images, annotations=paths.annotations)
+        images = _required(config, split, "images", paths.images)
+        annotations = _required(config, split, "annotations", paths.annotations)
         dataset = CocoDataset(
-            config.resolve(paths.images),
-            config.resolve(paths.annotations),
+            config.resolve(images),
+            config.resolve(annotations),
             include_crowd=for_evaluation,
             bad_data=policy,
             progress=progress,
@@ -221,15 +229,15 @@ def build_dataset(
         return VocDataset(sets, names, config.drop_difficult, policy, progress)
     if not names:
         raise ConfigError(f"{config.format} dataset: names (or names_file) are required (dataset root {config.root})")
-    _require(config, split, images=paths.images)
+    images = _required(config, split, "images", paths.images)
     if config.format == "yolo":
         labels = config.resolve(paths.labels) if paths.labels is not None else None
-        return YoloTxtDataset(config.resolve(paths.images), names, labels, policy, progress)
-    _require(config, split, labels=paths.labels)
+        return YoloTxtDataset(config.resolve(images), names, labels, policy, progress)
+    kitti_labels = _required(config, split, "labels", paths.labels)
     list_file = config.resolve(paths.list_file) if paths.list_file is not None else None
     return KittiDataset(
-        config.resolve(paths.images),
-        config.resolve(paths.labels),
+        config.resolve(images),
+        config.resolve(kitti_labels),
         names,
         list_file,
         config.ignore_classes,

@@ -51,7 +51,7 @@ class KittiDataset(DetectionDataset):
             missing = wanted - {path.stem for path in image_paths}
             for stem in sorted(missing):
                 bad_data.image_problem(ImageReadError(self.images_dir / stem, f"listed in {list_file} but not found"))
-        records = []
+        records: list[ImageRecord] = []
         for image_path in tqdm(image_paths, desc=f"scan {self.labels_dir.name}", disable=not progress):
             try:
                 size = read_image_size(image_path)

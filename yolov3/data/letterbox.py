@@ -8,10 +8,14 @@ is scaled with integer division, and the image is centred with ``(size - new) //
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import cv2
 import numpy as np
 import torch
+
+# Boxes in numpy or torch: each mapping returns the type it is given.
+BoxesT = TypeVar("BoxesT", np.ndarray, torch.Tensor)
 
 
 @dataclass(frozen=True)
@@ -21,8 +25,8 @@ class Letterbox:
     original_size: tuple[int, int]  # (height, width)
     network_size: tuple[int, int]  # (height, width)
     resized_size: tuple[int, int]  # (height, width) of the image inside the input
-    pad_top: int
-    pad_left: int
+    pad_top: float  # whole pixels here; DarknetLetterbox maps boxes back with Darknet's fractional padding
+    pad_left: float
 
     @property
     def scale_x(self) -> float:
@@ -32,13 +36,13 @@ class Letterbox:
     def scale_y(self) -> float:
         return self.resized_size[0] / self.original_size[0]
 
-    def boxes_to_network(self, boxes_xyxy: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    def boxes_to_network(self, boxes_xyxy: BoxesT) -> BoxesT:
         """Boxes (N, 4) in original pixels -> network-input pixels."""
         scale = _like(boxes_xyxy, [self.scale_x, self.scale_y, self.scale_x, self.scale_y])
         offset = _like(boxes_xyxy, [self.pad_left, self.pad_top, self.pad_left, self.pad_top])
         return boxes_xyxy * scale + offset
 
-    def boxes_to_original(self, boxes_xyxy: np.ndarray | torch.Tensor, clip: bool = True) -> np.ndarray | torch.Tensor:
+    def boxes_to_original(self, boxes_xyxy: BoxesT, clip: bool = True) -> BoxesT:
         """Boxes (N, 4) in network-input pixels -> original-image pixels, clipped to the image by default."""
         scale = _like(boxes_xyxy, [self.scale_x, self.scale_y, self.scale_x, self.scale_y])
         offset = _like(boxes_xyxy, [self.pad_left, self.pad_top, self.pad_left, self.pad_top])
@@ -46,12 +50,11 @@ class Letterbox:
         if clip:
             height, width = self.original_size
             limits = _like(boxes_xyxy, [width, height, width, height])
-            boxes = boxes.clip(0, None)
-            boxes = torch.minimum(boxes, limits) if isinstance(boxes, torch.Tensor) else np.minimum(boxes, limits)
+            boxes = boxes.clip(0, None).clip(None, limits)  # elementwise max with 0, then min with the limits
         return boxes
 
 
-def _like(reference: np.ndarray | torch.Tensor, values: list[float]) -> np.ndarray | torch.Tensor:
+def _like(reference: BoxesT, values: list[float]) -> BoxesT:
     if isinstance(reference, torch.Tensor):
         return torch.tensor(values, dtype=reference.dtype, device=reference.device)
     return np.asarray(values, dtype=reference.dtype if reference.dtype.kind == "f" else np.float64)
@@ -96,6 +99,6 @@ def letterbox_image(
         resized = resized[:, :, None]
     canvas = np.empty((*network_size, image.shape[2]), dtype=image.dtype)
     canvas[...] = np.asarray(fill, dtype=image.dtype)
-    top, left = placement.pad_top, placement.pad_left
+    top, left = int(placement.pad_top), int(placement.pad_left)  # whole pixels from compute_letterbox
     canvas[top : top + new_height, left : left + new_width] = resized
     return canvas, placement

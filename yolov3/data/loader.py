@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -30,9 +31,18 @@ from yolov3.data.bad_data import BadDataPolicy, UnreadableImages
 from yolov3.data.collate import Batch, collate_detections
 from yolov3.data.mosaic import MosaicDataset
 from yolov3.data.multiscale import MultiScaleBatchSampler, MultiScaleConfig
+from yolov3.data.sample import DetectionSample, dataset_class_names, sized
 from yolov3.data.transforms import AugmentConfig, DetectionTransform, TransformedSample
 
 logger = logging.getLogger(__name__)
+
+
+class SampleTransform(Protocol):
+    """What :class:`TransformedDataset` applies: a :class:`DetectionTransform`, or another with its interface."""
+
+    def reseed(self, seed: int) -> None: ...
+
+    def __call__(self, sample: DetectionSample, size: tuple[int, int]) -> TransformedSample: ...
 
 
 class TransformedDataset(Dataset):
@@ -43,7 +53,7 @@ class TransformedDataset(Dataset):
     """
 
     def __init__(
-        self, dataset: Dataset, transform: DetectionTransform, image_size: int | tuple[int, int] = 416, seed: int = 0
+        self, dataset: Dataset, transform: SampleTransform, image_size: int | tuple[int, int] = 416, seed: int = 0
     ) -> None:
         self.dataset = dataset
         self.transform = transform
@@ -59,10 +69,10 @@ class TransformedDataset(Dataset):
 
     @property
     def class_names(self) -> Sequence[str]:
-        return self.dataset.class_names
+        return dataset_class_names(self.dataset)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(sized(self.dataset))
 
     def __getitem__(self, item: int | tuple[int, tuple[int, int]]) -> TransformedSample:
         index, size = item if isinstance(item, tuple) else (item, self.image_size)
@@ -75,11 +85,12 @@ class DetectionLoader(DataLoader):
     """A DataLoader of :class:`~yolov3.data.collate.Batch` that reports the unreadable images its batches carry
     to ``unreadable_images`` (the underlying dataset's, found through ``.dataset`` wrappers), in this process."""
 
-    def __init__(self, dataset: Dataset, **options: object) -> None:
+    def __init__(self, dataset: Dataset, **options: Any) -> None:
         super().__init__(dataset, **options)
         self.unreadable_images = find_unreadable_images(dataset)
 
-    def __iter__(self) -> Iterator[Batch]:
+    # A generator over DataLoader's own iterator: the stubs require that iterator class as the return type.
+    def __iter__(self) -> Iterator[Batch]:  # type: ignore[override]
         for batch in super().__iter__():
             self.unreadable_images.report(batch.image_problems)
             yield batch
@@ -87,10 +98,12 @@ class DetectionLoader(DataLoader):
 
 def find_unreadable_images(dataset: Dataset) -> UnreadableImages:
     """The ``unreadable_images`` of ``dataset`` or of the dataset it wraps (transforms, mosaic, ``Subset``)."""
-    while dataset is not None:
-        if isinstance(getattr(dataset, "unreadable_images", None), UnreadableImages):
-            return dataset.unreadable_images
-        dataset = getattr(dataset, "dataset", None)
+    current: object = dataset
+    while current is not None:
+        unreadable = getattr(current, "unreadable_images", None)
+        if isinstance(unreadable, UnreadableImages):
+            return unreadable
+        current = getattr(current, "dataset", None)
     return UnreadableImages(BadDataPolicy())
 
 
@@ -165,7 +178,7 @@ def build_train_loader(
     batch_sampler = MultiScaleBatchSampler.from_config(sampler, batch_size, multiscale, image_size, drop_last, seed)
     logger.info(
         "train loader: %d images, %d batches of %d, sizes %s, %d workers",
-        len(dataset),
+        len(sized(dataset)),
         len(batch_sampler),
         batch_size,
         multiscale.sizes(image_size),
@@ -193,7 +206,7 @@ def build_val_loader(
     return DetectionLoader(
         transformed,
         batch_size=batch_size,
-        sampler=SequentialSampler(dataset) if sampler is None else sampler,
+        sampler=SequentialSampler(sized(dataset)) if sampler is None else sampler,
         drop_last=False,
         **_loader_options(workers, seed),
     )

@@ -21,7 +21,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from yolov3.data.letterbox import compute_letterbox, letterbox_image
-from yolov3.data.sample import DetectionSample
+from yolov3.data.sample import DetectionSample, dataset_class_names, sized
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,10 @@ class MosaicDataset(Dataset):
 
     @property
     def class_names(self) -> Sequence[str]:
-        return self.dataset.class_names
+        return dataset_class_names(self.dataset)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(sized(self.dataset))
 
     def __getitem__(self, item: int | tuple[int, tuple[int, int]]) -> DetectionSample:
         index, size = item if isinstance(item, tuple) else (item, self.image_size)
@@ -104,7 +104,7 @@ class MosaicDataset(Dataset):
         sample = self._mosaic_or_single(index, size)
         if self.random.random() >= self.config.mixup_probability:
             return sample
-        other = self._mosaic_or_single(int(self.random.integers(len(self.dataset))), size)
+        other = self._mosaic_or_single(int(self.random.integers(len(sized(self.dataset)))), size)
         first, second = self._fit(sample, size), self._fit(other, size)
         ratio = float(self.random.beta(self.config.mixup_beta, self.config.mixup_beta))
         blended = cv2.addWeighted(first.image, ratio, second.image, 1.0 - ratio, 0.0)
@@ -112,7 +112,7 @@ class MosaicDataset(Dataset):
 
     def _mosaic_or_single(self, index: int, size: tuple[int, int]) -> DetectionSample:
         if self.random.random() < self.config.probability:
-            others = self.random.integers(len(self.dataset), size=3)
+            others = self.random.integers(len(sized(self.dataset)), size=3)
             return self.mosaic([index, *(int(other) for other in others)], size)
         return self.dataset[index]
 

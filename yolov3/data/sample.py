@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass, field
+from typing import Protocol, cast
 
 import numpy as np
+from torch.utils.data import Dataset
 
 
 @dataclass
@@ -43,3 +46,19 @@ class DetectionSample:
     @property
     def width(self) -> int:
         return int(self.image.shape[1])
+
+
+class _NamedClasses(Protocol):
+    @property
+    def class_names(self) -> Sequence[str]: ...
+
+
+def sized(dataset: Dataset) -> Sized:
+    """``dataset`` as the sized dataset it is: every dataset the loaders read has ``__len__`` (a torch ``Dataset``
+    need not declare one)."""
+    return cast(Sized, dataset)
+
+
+def dataset_class_names(dataset: Dataset) -> Sequence[str]:
+    """``dataset.class_names``: a detection dataset's, or that of a wrapper of one (mosaic, transforms)."""
+    return cast(_NamedClasses, dataset).class_names

@@ -140,6 +140,7 @@ def _pick_color(rng: np.random.Generator, below: np.ndarray, covered_colors: lis
             return color.astype(np.uint8)
         if contrast > best_contrast:
             best, best_contrast = color, contrast
+    assert best is not None  # any contrast beats the initial -1
     return best.astype(np.uint8)
 
 
@@ -176,7 +177,7 @@ def draw_scene(
             visible = [count - int(hidden[k]) for k, count in enumerate(visible)]
             ys, xs = np.nonzero(mask)
             box = (left + int(xs.min()), top + int(ys.min()), left + int(xs.max()) + 1, top + int(ys.max()) + 1)
-            objects.append(DrawnObject(label, box, tuple(int(c) for c in color), int(mask.sum())))
+            objects.append(DrawnObject(label, box, (int(color[0]), int(color[1]), int(color[2])), int(mask.sum())))
             visible.append(int(mask.sum()))
             break
     if options.background == "textured":

@@ -73,6 +73,11 @@ ALLOWED_TRANSFORMS = (
     "ChannelShuffle",
     # geometric (boxes follow the pixels)
     "HorizontalFlip",
+    # the dihedral group: exact for axis-aligned boxes; for data with no up/down (cells, aerial, X-rays)
+    "VerticalFlip",
+    "RandomRotate90",
+    "Transpose",
+    "D4",
     "Affine",
     "Perspective",
     "RandomScale",

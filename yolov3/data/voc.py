@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ class VocDataset(DetectionDataset):
 
     def __init__(
         self,
-        sets: list[tuple[str | os.PathLike, str]],
+        sets: Sequence[tuple[str | os.PathLike, str]],
         class_names: tuple[str, ...] = VOC_CLASSES,
         drop_difficult: bool = False,
         bad_data: BadDataPolicy | None = None,
@@ -68,7 +69,7 @@ class VocDataset(DetectionDataset):
             text = list_file.read_text(errors="surrogateescape")  # ids as the file system spells them
             ids = [line.split()[0] for line in text.splitlines() if line.strip()]
             entries += [(Path(year_root), image_id) for image_id in ids]
-        records = []
+        records: list[ImageRecord] = []
         for year_root, name in tqdm(entries, desc="scan VOC", disable=not progress):
             record = self._scan_image(year_root, name, len(records), bad_data)
             if record is not None:
@@ -112,7 +113,7 @@ class VocDataset(DetectionDataset):
                 continue
             corners = [element.findtext(f"bndbox/{key}") for key in BOX_KEYS]
             try:
-                xmin, ymin, xmax, ymax = (float(value) for value in corners)
+                xmin, ymin, xmax, ymax = (_float(value) for value in corners)
             except (TypeError, ValueError):
                 bad_data.problem(
                     "malformed_label", f"{where}: bndbox {dict(zip(BOX_KEYS, corners, strict=True))}; expected numbers"
@@ -154,10 +155,17 @@ def find_voc_image(year_root: Path, name: str) -> Path:
     return folder / f"{name}.jpg"
 
 
+def _float(text: str | None) -> float:
+    """``float(text)``; a missing element (``None``) raises TypeError, as ``float(None)`` does."""
+    if text is None:
+        raise TypeError("no value")
+    return float(text)
+
+
 def _size(root: ET.Element) -> tuple[int, int] | None:
     """(height, width) from ``<size>``, or None when missing, zero (some VOC files have 0x0) or not a size."""
     try:
-        height, width = int(float(root.findtext("size/height"))), int(float(root.findtext("size/width")))
+        height, width = int(_float(root.findtext("size/height"))), int(_float(root.findtext("size/width")))
     except (TypeError, ValueError, OverflowError):  # OverflowError: inf
         return None
     return (height, width) if 0 < height <= MAX_IMAGE_SIDE and 0 < width <= MAX_IMAGE_SIDE else None

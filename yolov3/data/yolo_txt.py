@@ -66,7 +66,7 @@ class YoloTxtDataset(DetectionDataset):
         if labels is not None and images_root is None:
             raise ValueError(f"{images}: a labels folder can only be given with an images folder")
         self.num_label_files = 0
-        records = []
+        records: list[ImageRecord] = []
         for image_path in tqdm(find_images(images), desc=f"scan {images.name}", disable=not progress):
             try:
                 size = read_image_size(image_path)

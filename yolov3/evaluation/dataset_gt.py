@@ -1,5 +1,5 @@
-"""A dataset's annotations as COCO-format ground truth, and detections as COCO results (the one converter,
-used by validation, ``evaluate --data`` and ``detect``), for :func:`~yolov3.evaluation.coco.evaluate_coco`.
+"""A dataset's annotations as COCO-format ground truth, for :func:`~yolov3.evaluation.coco.evaluate_coco`
+(detections become COCO results through :func:`yolov3.inference.coco_results.coco_detections`).
 
 Category ids are the dataset's contiguous labels (0..C-1), so detections use ``category_id = label``.
 Crowd and difficult boxes are kept with their flags: COCO ignores ``iscrowd``, VOC ignores ``difficult``.
@@ -7,11 +7,7 @@ Crowd and difficult boxes are kept with their flags: COCO ignores ``iscrowd``, V
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Protocol
-
-import numpy as np
-import torch
 
 
 class AnnotatedDataset(Protocol):
@@ -24,7 +20,8 @@ class AnnotatedDataset(Protocol):
 
 def coco_ground_truth(dataset: AnnotatedDataset) -> dict[str, Any]:
     """COCO instances dict of every image of ``dataset`` (no pixels are read)."""
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for index in range(len(dataset)):
         record = dataset.record(index)
         height, width = record.size
@@ -46,33 +43,3 @@ def coco_ground_truth(dataset: AnnotatedDataset) -> dict[str, Any]:
             )
     categories = [{"id": label, "name": name} for label, name in enumerate(dataset.class_names)]
     return {"images": images, "annotations": annotations, "categories": categories}
-
-
-def coco_detections(
-    image_id: int,
-    detections: dict[str, torch.Tensor],
-    *,
-    category_ids: Sequence[int] | None = None,
-    rounded: bool = False,
-) -> list[dict[str, Any]]:
-    """One image's detections (boxes xyxy in its pixels, scores, labels) as COCO results.
-
-    ``category_id`` is the label, or ``category_ids[label]`` (e.g. COCO's 80 -> 91 ids). Evaluation keeps
-    every digit (float64); ``rounded=True`` is for results files (``detect --save-json``), the usual
-    rounding of COCO results JSON: boxes to 1/1000 pixel, scores to 6 decimals.
-    """
-    boxes = detections["boxes"].detach().cpu().numpy().astype(np.float64)
-    scores = detections["scores"].detach().cpu().numpy().astype(np.float64)
-    labels = detections["labels"].detach().cpu().numpy()
-    results = []
-    for (x1, y1, x2, y2), score, label in zip(boxes, scores, labels, strict=True):
-        box = [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]
-        results.append(
-            {
-                "image_id": int(image_id),
-                "category_id": int(label) if category_ids is None else int(category_ids[int(label)]),
-                "bbox": [round(value, 3) for value in box] if rounded else box,
-                "score": round(float(score), 6) if rounded else float(score),
-            }
-        )
-    return results

@@ -17,7 +17,7 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torchvision.transforms.v2.functional as tvf
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
@@ -26,16 +26,18 @@ from yolov3.config_loading import ConfigError, load_yaml
 from yolov3.data.collate import collate_detections
 from yolov3.data.dataset_config import DatasetConfig, build_dataset, load_dataset_config
 from yolov3.data.loader import TransformedDataset, build_val_loader
-from yolov3.data.sample import DetectionSample
+from yolov3.data.sample import DetectionSample, sized
 from yolov3.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     AugmentConfig,
+    Normalization,
     TransformedSample,
     boxes_to_targets,
 )
 from yolov3.evaluation.dataset_gt import coco_ground_truth
 from yolov3.evaluation.voc import VocReport, evaluate_voc
+from yolov3.inference.detection_config import EVALUATION_DETECTION
 from yolov3.inference.model_loading import ONNX_RUNTIME, LoadedModel
 from yolov3.inference.precision import check_precision, prepare_for_inference
 from yolov3.inference.preprocess import Preprocessing, preprocess
@@ -50,7 +52,7 @@ class DatasetEvaluationSettings:
 
     split: Literal["train", "val", "test"] = "val"
     image_size: int | None = None  # default: the training config's data.image_size, else the model's input size
-    conf_threshold: float | None = None  # default 0.001, as for mAP
+    conf_threshold: float | None = None  # default: EVALUATION_DETECTION's 0.001, as for mAP
     iou_threshold: float | None = None  # default 0.6
     max_detections: int | None = None  # default 300
     batch_size: int | None = None  # default 8
@@ -103,12 +105,15 @@ class DatasetEvaluation:
     class_names: tuple[str, ...]
     split: str
     num_images: int
-    normalization: str
+    normalization: Normalization
     inference: str = ""  # how the model ran: "PyTorch, precision bf16 (autocast, stem conv fp32), BN fused, ..."
     # or "onnxruntime 1.x (CPUExecutionProvider, int8 QDQ)"
 
 
-def _pick(value: object, fallback: object) -> object:
+T = TypeVar("T")
+
+
+def _pick(value: T | None, fallback: T) -> T:
     return fallback if value is None else value
 
 
@@ -151,7 +156,7 @@ def evaluation_loader(
     return DataLoader(
         transformed,
         batch_size=batch_size,
-        sampler=SequentialSampler(dataset),
+        sampler=SequentialSampler(sized(dataset)),
         num_workers=workers,
         collate_fn=collate_detections,
         persistent_workers=workers > 0,
@@ -187,12 +192,15 @@ def evaluate_on_dataset(
         image_size, loaded.preprocessing.mode,
     )  # fmt: skip
     model = prepare_for_inference(loaded.model, settings.precision, settings.device)
+    detection = EVALUATION_DETECTION.with_values(  # the settings', else the training config's, else mAP's
+        conf_threshold=source.conf_threshold, iou_threshold=source.iou_threshold, max_detections=source.max_detections
+    ).with_values(
+        conf_threshold=settings.conf_threshold, iou_threshold=settings.iou_threshold,
+        max_detections=settings.max_detections,
+    )  # fmt: skip
     result = validate(
-        model, batches, loaded.head_specs, ground_truth,
-        conf_threshold=float(_pick(settings.conf_threshold, _pick(source.conf_threshold, 0.001))),
-        iou_threshold=float(_pick(settings.iou_threshold, _pick(source.iou_threshold, 0.6))),
-        max_detections=int(_pick(settings.max_detections, _pick(source.max_detections, 300))),
-        metric="coco", device=settings.device, num_sample_images=settings.num_sample_images, progress=True,
+        model, batches, loaded.head_specs, ground_truth, detection=detection, metric="coco", device=settings.device,
+        num_sample_images=settings.num_sample_images, progress=True,
     )  # fmt: skip
     voc = evaluate_voc(ground_truth, result.detections)
     inference = loaded.backend if loaded.runtime == ONNX_RUNTIME else f"{loaded.backend}, {model.settings.describe()}"

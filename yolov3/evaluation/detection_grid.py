@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from yolov3.atomic import atomic_output
-from yolov3.data.transforms import tensor_to_image
+from yolov3.data.transforms import Normalization, tensor_to_image
 from yolov3.inference.draw import draw_detections
 
 TRUTH_COLOUR = (255, 255, 255)
@@ -24,7 +24,7 @@ def draw_sample(
     result: dict[str, torch.Tensor],
     truth: torch.Tensor,
     class_names: Sequence[str] | None,
-    normalization: str = "darknet",
+    normalization: Normalization = "darknet",
     score_threshold: float = 0.25,
 ) -> np.ndarray:
     """One (3, H, W) network input as (H, W, 3) uint8 RGB: ``truth`` rows (class, cx, cy, w, h in 0..1) in
@@ -43,7 +43,7 @@ def save_detection_grid(
     samples: Sequence[Sample],
     path: str | os.PathLike,
     class_names: Sequence[str] | None,
-    normalization: str = "darknet",
+    normalization: Normalization = "darknet",
     score_threshold: float = 0.25,
     columns: int = 4,
 ) -> Path:

@@ -52,7 +52,7 @@ def pr_curves(report: CocoReport, iou_threshold: float = 0.5) -> PrCurves:
     area_all = report.area_labels.index("all")
     precision = np.array(report.precision[matches[0], :, :, area_all, -1], dtype=np.float64).T  # (R, K) -> (K, R)
     precision[precision < 0] = np.nan  # -1: no ground truth for this class
-    defined = ~np.isnan(precision).all(axis=1)
+    defined = np.any(~np.isnan(precision), axis=1)  # (K,): classes with ground truth
     mean = precision[defined].mean(axis=0) if defined.any() else np.full(precision.shape[1], np.nan)
     average = tuple(float(row.mean()) if ok else None for row, ok in zip(precision, defined, strict=True))
     return PrCurves(

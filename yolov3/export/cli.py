@@ -7,6 +7,8 @@ Examples::
         --with-nms --conf 0.25 --iou 0.45 --max-det 100
     python -m yolov3.export --weights best.pt --format onnx --out model-int8.onnx --int8 \\
         --calibration-data data/coco.yaml --calibration-per-class 4
+    python -m yolov3.export --weights best.pt --format onnx --out model-qat.onnx --int8 --qat \\
+        --train-cfg logs/<run>/args.yaml --qat-epochs 3
     python -m yolov3.export --weights best.pt --format darknet --out exported/model   # model.cfg + .weights
 
 ``--weights`` is a checkpoint of ours (``.pt``; it names its model), a compressed ``.yolov3c`` file or a
@@ -14,14 +16,16 @@ Darknet ``.weights`` file with ``--cfg`` or ``--model``. The ONNX metadata (head
 preprocessing, class names) lets ``evaluate`` and ``detect`` run the file (``--weights model.onnx``). ONNX
 graphs take ``images`` (B, 3, H, W) float32 RGB in 0..1, letterboxed as at inference, with a dynamic batch;
 see :mod:`yolov3.export.onnx_export` for the outputs. ``--fp16`` and ``--int8`` write the converted model at
-``--out`` (inputs and outputs stay float32).
+``--out`` (inputs and outputs stay float32). ``--int8`` calibrates activation ranges on training images
+(post-training quantization); ``--int8 --qat`` instead fine-tunes the checkpoint with fake quantization on the
+training config's ``train`` split (:mod:`yolov3.compression.qat_training`) and exports the ranges and weights it
+learned (:mod:`yolov3.export.int8_qat`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,10 +34,11 @@ import numpy as np
 import onnxruntime
 import torch
 
-from yolov3.darknet.cfg import CfgError
-from yolov3.darknet.weights_file import WeightsFileError
-from yolov3.data.image_io import ImageReadError
+from yolov3.cli.runner import command, configure_logging
+from yolov3.compression.qat import QatConfig
+from yolov3.compression.qat_training import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE_FACTOR, QatFineTune, fine_tune_qat
 from yolov3.export.darknet_export import export_darknet
+from yolov3.export.int8_qat import export_qat_onnx
 from yolov3.export.nms_graph import NmsOptions
 from yolov3.export.onnx_export import (
     DEFAULT_OPSET,
@@ -48,6 +53,7 @@ from yolov3.export.onnx_export import (
 from yolov3.export.quantize import CalibrationImages, convert_to_fp16, quantize_int8, select_calibration_images
 from yolov3.inference.model_loading import LoadedModel, load_inference_model
 from yolov3.models import list_models
+from yolov3.train.config import load_train_config
 
 logger = logging.getLogger(__name__)
 
@@ -88,17 +94,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=4,
         help="--int8: images per class from a dataset, or images in total from a directory (default 4)",
     )
-    parser.add_argument("--calibration-split", choices=("train", "val"), default="train", help="dataset split")
     parser.add_argument("--reduce-range", action="store_true", help="--int8: 7-bit weights, for CPUs without VNNI")
+    qat = parser.add_argument_group("quantization-aware training (--int8 --qat)")
+    qat.add_argument("--qat", action="store_true", help="--int8: fine-tune with fake quantization, then export")
+    qat.add_argument("--train-cfg", type=Path, help="--qat: the training config of --weights (logs/<run>/args.yaml)")
+    qat.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="--qat: override a training config value (repeatable)")  # fmt: skip
+    qat.add_argument("--qat-epochs", type=int, default=DEFAULT_EPOCHS, help=f"--qat: epochs (default {DEFAULT_EPOCHS})")
+    qat.add_argument("--qat-lr-factor", type=float, default=DEFAULT_LEARNING_RATE_FACTOR,
+                     help=f"--qat: times the config's learning rate ({DEFAULT_LEARNING_RATE_FACTOR})")  # fmt: skip
+    qat.add_argument("--keep-float", nargs="+", default=[], metavar="PATTERN",
+                     help="--qat: convs left in float: first, heads, fnmatch module names (default none)")  # fmt: skip
+    qat.add_argument("--qat-dir", type=Path, help="--qat: the fine-tuning run folder (default <out stem>-qat)")
+    qat.add_argument("--no-progress", action="store_true", help="--qat: no progress bars")
     args = parser.parse_args(argv)
     if args.img_size is not None and len(args.img_size) not in (1, 2):
         parser.error(f"--img-size takes one number or height width, got {len(args.img_size)} numbers")
     if args.format == "darknet" and (args.with_nms or args.fp16 or args.int8):
         parser.error("--with-nms, --fp16 and --int8 apply to --format onnx only")
-    if args.int8 and not args.calibration_data:
-        parser.error("--int8 needs --calibration-data (a dataset YAML or a directory of images)")
-    if args.calibration_data and not args.int8:
-        parser.error("--calibration-data goes with --int8")
+    if args.qat and not (args.int8 and args.train_cfg):
+        parser.error("--qat needs --int8 and --train-cfg (the training config of --weights)")
+    if not args.qat and (args.train_cfg or args.overrides or args.keep_float or args.qat_dir):
+        parser.error("--train-cfg, --set, --keep-float and --qat-dir go with --int8 --qat")
+    if args.int8 and not args.qat and not args.calibration_data:
+        parser.error("--int8 needs --calibration-data (a dataset YAML or a directory of images), or --qat")
+    if args.calibration_data and not (args.int8 and not args.qat):
+        parser.error("--calibration-data goes with --int8 (--qat learns its ranges in training)")
     return args
 
 
@@ -129,13 +150,17 @@ def export_onnx_file(args: argparse.Namespace, loaded: LoadedModel) -> Path:
         return out
     with tempfile.TemporaryDirectory(prefix="yolov3-export-") as directory:
         fp32_path, reduced_path = Path(directory) / "fp32.onnx", Path(directory) / "reduced.onnx"
-        export_onnx(model, specs, fp32_path, input_size, None, dynamic, opset)
-        if args.fp16:
-            convert_to_fp16(fp32_path, reduced_path if nms else out)
+        reduced = reduced_path if nms else out
+        if args.qat:  # fine-tuned from the checkpoint, exported from the fake-quantized model
+            qat_int8(args, input_size, reduced)
         else:
-            paths = select_calibration_images(args.calibration_data, args.calibration_per_class, args.calibration_split)
-            reader = CalibrationImages(paths, INPUT_NAME, input_size, loaded.preprocessing)
-            quantize_int8(fp32_path, reduced_path if nms else out, reader, reduce_range=args.reduce_range)
+            export_onnx(model, specs, fp32_path, input_size, None, dynamic, opset)
+            if args.fp16:
+                convert_to_fp16(fp32_path, reduced)
+            else:
+                paths = select_calibration_images(args.calibration_data, args.calibration_per_class)
+                reader = CalibrationImages(paths, INPUT_NAME, input_size, loaded.preprocessing)
+                quantize_int8(fp32_path, reduced, reader, reduce_range=args.reduce_range)
         if nms is not None:
             postprocess_path = Path(directory) / "postprocess.onnx"
             export_postprocess(specs, postprocess_path, input_size, nms, dynamic, opset)
@@ -143,6 +168,24 @@ def export_onnx_file(args: argparse.Namespace, loaded: LoadedModel) -> Path:
     write_metadata(out, metadata)
     verify(out, loaded, input_size, nms, dynamic, compare=False)
     return out
+
+
+def qat_int8(args: argparse.Namespace, input_size: tuple[int, int], destination: Path) -> Path:
+    """Fine-tune ``args.weights`` with fake quantization (``--train-cfg``), then write its int8 raw-heads graph."""
+    if Path(args.weights).suffix != ".pt":
+        raise ExportError(f"{args.weights}: --qat fine-tunes a checkpoint of ours (.pt), got {Path(args.weights).name}")
+    out = Path(args.out)
+    request = QatFineTune(
+        config=load_train_config(args.train_cfg, args.overrides),
+        weights=Path(args.weights),
+        run_dir=args.qat_dir or out.with_name(f"{out.stem}-qat"),
+        epochs=args.qat_epochs,
+        learning_rate_factor=args.qat_lr_factor,
+        quantization=QatConfig(keep_float=tuple(args.keep_float)),
+        progress=not args.no_progress,
+    )
+    result = fine_tune_qat(request)
+    return export_qat_onnx(result.model, destination, input_size, args.dynamic_batch, args.opset)
 
 
 def verify(
@@ -180,27 +223,21 @@ def describe_size(path: Path) -> str:
     return f"{path} ({path.stat().st_size / 1e6:.1f} MB)"
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns a process exit code (1 on bad input)."""
+    """Command-line entry point; returns a process exit code (2 on bad input)."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    try:
-        loaded = load_inference_model(args.weights, args.cfg, args.model, args.num_classes)
-        if loaded.runtime != "pytorch":
-            raise ExportError(f"{args.weights}: is already an ONNX graph; export a checkpoint, .yolov3c or .weights")
-        if args.format == "darknet":
-            header = f"Exported by `python -m yolov3.export` from {loaded.source}."
-            size = None if args.img_size is None else input_size_of(args, loaded)
-            files = export_darknet(loaded.model, args.out, size, loaded.class_names, header)
-            written = [describe_size(files.cfg), describe_size(files.weights)]
-            written += [] if files.names is None else [describe_size(files.names)]
-        else:
-            written = [describe_size(export_onnx_file(args, loaded))]
-    except (CfgError, WeightsFileError, ImageReadError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyError as error:  # an unknown --model; KeyError's str() would add quotes
-        print(f"error: {error.args[0]}", file=sys.stderr)
-        return 1
+    configure_logging()
+    loaded = load_inference_model(args.weights, args.cfg, args.model, args.num_classes)
+    if loaded.runtime != "pytorch":
+        raise ExportError(f"{args.weights}: is already an ONNX graph; export a checkpoint, .yolov3c or .weights")
+    if args.format == "darknet":
+        header = f"Exported by `python -m yolov3.export` from {loaded.source}."
+        size = None if args.img_size is None else input_size_of(args, loaded)
+        files = export_darknet(loaded.model, args.out, size, loaded.class_names, header)
+        written = [describe_size(files.cfg), describe_size(files.weights)]
+        written += [] if files.names is None else [describe_size(files.names)]
+    else:
+        written = [describe_size(export_onnx_file(args, loaded))]
     print(f"exported {loaded.source}: {', '.join(written)}")
     return 0

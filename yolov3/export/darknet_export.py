@@ -20,6 +20,7 @@ from torch import nn
 from yolov3.atomic import write_text_atomic
 from yolov3.darknet.cfg import format_cfg
 from yolov3.export.onnx_export import ExportError
+from yolov3.models.darknet_io import DarknetIO
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def export_darknet(
     at the top of the cfg. Raises :class:`ExportError` for a model without a Darknet form.
     """
     cfg_path, weights_path, names_path = darknet_paths(out)
-    if not hasattr(model, "to_darknet_cfg"):
+    if not isinstance(model, DarknetIO):
         raise ExportError(f"{type(model).__name__} has no Darknet form; cannot write {cfg_path}")
     try:
         if input_size is None:

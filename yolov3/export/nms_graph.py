@@ -16,41 +16,50 @@ the whole batch at once, grouped by (image, class), which the TorchScript ONNX e
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torchvision.ops import batched_nms, box_convert
 
 from yolov3.inference.decode import decode_outputs
+from yolov3.inference.detection_config import DetectionConfig
+from yolov3.inference.region_decode import DarknetHeadSpec
 from yolov3.models.yolo_head import YoloHeadSpec
 
-NMS_OUTPUT_NAMES = ("boxes", "scores", "labels", "num_detections")
 PADDING_LABEL = -1
 
 
-@dataclass(frozen=True)
-class NmsOptions:
-    """Score threshold, NMS IoU threshold and detections kept per image, as in ``postprocess``."""
+# The graph's settings are the library's one DetectionConfig (checked there): score threshold, NMS IoU threshold
+# and detections kept per image. The graph computes its standard output: best class, class-aware NMS.
+NmsOptions = DetectionConfig
 
-    conf_threshold: float = 0.25
-    iou_threshold: float = 0.45
-    max_detections: int = 300
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.conf_threshold < 1.0:
-            raise ValueError(f"conf_threshold must be in [0, 1), got {self.conf_threshold}")
-        if not 0.0 <= self.iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
-        if self.max_detections < 1:
-            raise ValueError(f"max_detections must be at least 1, got {self.max_detections}")
+def check_graph_options(options: DetectionConfig) -> None:
+    """Refuse the settings the NMS graph does not compute, naming them (``ValueError``)."""
+    unsupported = {
+        name: value
+        for name, value, supported in (
+            ("multi_label", options.multi_label, False),
+            ("class_agnostic", options.class_agnostic, False),
+            ("output", options.output, "standard"),
+        )
+        if value != supported
+    }
+    if unsupported:
+        given = ", ".join(f"{name}={value!r}" for name, value in unsupported.items())
+        raise ValueError(
+            f"the NMS graph computes the standard output (best class per box, class-aware NMS); got {given}"
+        )
 
 
 class DetectionPostprocess(nn.Module):
     """Raw heads -> fixed-shape detections; ``forward(*heads)`` returns (boxes, scores, labels, num_detections)."""
 
-    def __init__(self, head_specs: Sequence[YoloHeadSpec], input_size: tuple[int, int], options: NmsOptions) -> None:
+    def __init__(
+        self, head_specs: Sequence[YoloHeadSpec | DarknetHeadSpec], input_size: tuple[int, int], options: NmsOptions
+    ) -> None:
         super().__init__()
+        check_graph_options(options)
         self.head_specs = list(head_specs)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.options = options

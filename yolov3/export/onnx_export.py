@@ -34,16 +34,16 @@ import torch
 from torch import nn
 
 from yolov3.atomic import atomic_output
-from yolov3.export.nms_graph import NMS_OUTPUT_NAMES, DetectionGraph, DetectionPostprocess, NmsOptions
+from yolov3.export.nms_graph import DetectionGraph, DetectionPostprocess, NmsOptions
+from yolov3.inference.onnx_names import INPUT_NAME, NMS_OUTPUT_NAMES, head_names
 from yolov3.inference.preprocess import Preprocessing
+from yolov3.inference.region_decode import DarknetHeadSpec
 from yolov3.models.yolo_head import YoloHeadSpec
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 MINIMUM_OPSET = 17
-INPUT_NAME = "images"
-RAW_OUTPUT_PREFIX = "head_"
 BATCH_AXIS_NAME = "batch"
 # Node and tensor names of the appended post-processing graph start with this, so none collides with the model's.
 POSTPROCESS_PREFIX = "postprocess/"
@@ -53,18 +53,15 @@ class ExportError(ValueError):
     """A model, file or option that cannot be exported as asked; the message says what was expected."""
 
 
-def check_input_size(input_size: tuple[int, int], head_specs: Sequence[YoloHeadSpec]) -> tuple[int, int]:
+def check_input_size(
+    input_size: tuple[int, int], head_specs: Sequence[YoloHeadSpec | DarknetHeadSpec]
+) -> tuple[int, int]:
     """``input_size`` as (height, width), checked to be a positive multiple of the largest stride."""
     height, width = (int(side) for side in input_size)
     largest_stride = max(spec.stride for spec in head_specs)
     if min(height, width) < 1 or height % largest_stride or width % largest_stride:
         raise ExportError(f"input size {height}x{width} must be a positive multiple of the stride {largest_stride}")
     return height, width
-
-
-def head_names(head_specs: Sequence[YoloHeadSpec]) -> list[str]:
-    """``head_0 ..``: the raw-heads graph's outputs, and the post-processing graph's inputs."""
-    return [f"{RAW_OUTPUT_PREFIX}{index}" for index in range(len(head_specs))]
 
 
 def is_postprocessed(model: onnx.ModelProto) -> bool:
@@ -74,7 +71,7 @@ def is_postprocessed(model: onnx.ModelProto) -> bool:
 
 def export_onnx(
     model: nn.Module,
-    head_specs: Sequence[YoloHeadSpec],
+    head_specs: Sequence[YoloHeadSpec | DarknetHeadSpec],
     path: str | os.PathLike,
     input_size: tuple[int, int],
     nms: NmsOptions | None = None,
@@ -106,7 +103,7 @@ def export_onnx(
 
 
 def export_postprocess(
-    head_specs: Sequence[YoloHeadSpec],
+    head_specs: Sequence[YoloHeadSpec | DarknetHeadSpec],
     path: str | os.PathLike,
     input_size: tuple[int, int],
     nms: NmsOptions,
@@ -185,7 +182,7 @@ def _trace_to_onnx(
 
 
 def inference_metadata(
-    head_specs: Sequence[YoloHeadSpec],
+    head_specs: Sequence[YoloHeadSpec | DarknetHeadSpec],
     input_size: tuple[int, int],
     preprocessing: Preprocessing,
     class_names: Sequence[str] | None = None,
@@ -214,13 +211,15 @@ def inference_metadata(
     if class_names is not None:
         metadata["class_names"] = json.dumps(list(class_names))
     if nms is not None:
-        metadata["nms"] = json.dumps(dataclasses.asdict(nms))
+        graph_settings = ("conf_threshold", "iou_threshold", "max_detections")  # the rest is fixed in the graph
+        metadata["nms"] = json.dumps({name: getattr(nms, name) for name in graph_settings})
     return metadata
 
 
-def _describe_head(spec: object) -> dict:
-    describe = getattr(spec, "describe", None)  # DarknetHeadSpec ([region], [Gaussian_yolo], new_coords)
-    return describe() if describe is not None else dataclasses.asdict(spec)
+def _describe_head(spec: YoloHeadSpec | DarknetHeadSpec) -> dict:
+    if isinstance(spec, DarknetHeadSpec):  # [region], [Gaussian_yolo], new_coords [yolo]
+        return spec.describe()
+    return dataclasses.asdict(spec)
 
 
 def write_metadata(path: str | os.PathLike, metadata: Mapping[str, str]) -> None:

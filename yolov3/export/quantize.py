@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime
 from onnx import numpy_helper
 from onnxruntime.quantization import (
     CalibrationDataReader,
@@ -37,7 +38,7 @@ from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
 from onnxruntime.transformers.onnx_model import OnnxModel
 
 from yolov3.atomic import atomic_output
-from yolov3.data.dataset_config import build_dataset, load_dataset_config
+from yolov3.data.dataset_config import Split, build_dataset, load_dataset_config
 from yolov3.data.image_io import IMAGE_SUFFIXES, list_images, read_image_rgb
 from yolov3.export.onnx_export import ExportError, is_postprocessed
 from yolov3.inference.preprocess import Preprocessing, preprocess
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 DATASET_SUFFIXES = (".yaml", ".yml")
 SELECTION_SEED = 0
+CALIBRATION_SPLIT: Split = "train"
 
 
 def convert_to_fp16(source: str | os.PathLike, destination: str | os.PathLike) -> Path:
@@ -111,7 +113,7 @@ def check_quantization_scales(path: str | os.PathLike) -> None:
 
 
 def select_calibration_images(
-    source: str | os.PathLike, per_class: int, split: str = "train", seed: int = SELECTION_SEED
+    source: str | os.PathLike, per_class: int, split: str = CALIBRATION_SPLIT, seed: int = SELECTION_SEED
 ) -> list[Path]:
     """Calibration image paths from a dataset YAML (``per_class`` images per class) or an image directory.
 
@@ -119,7 +121,14 @@ def select_calibration_images(
     contains still has fewer than ``per_class`` images (so each class gets ``per_class`` when the split has
     them; an image counts for every class it shows). Only labels are read to choose. From a directory,
     the first ``per_class`` images in name order are taken (``per_class`` is then the total).
+    Only the ``train`` split calibrates: activation ranges fitted to the images a model is scored on would
+    flatter the score, so ``val`` and ``test`` are refused.
     """
+    if split != CALIBRATION_SPLIT:
+        raise ExportError(
+            f"calibration reads the {CALIBRATION_SPLIT!r} split only (never the images the model is scored on), "
+            f"got split {split!r}"
+        )
     if per_class < 1:
         raise ExportError(f"calibration needs at least 1 image per class, got {per_class}")
     path = Path(source)
@@ -130,11 +139,11 @@ def select_calibration_images(
         logger.info("calibration: %d images from %s", len(images), path)
         return images
     if path.suffix.lower() in DATASET_SUFFIXES and path.is_file():
-        return _images_per_class(path, per_class, split, seed)
+        return _images_per_class(path, per_class, CALIBRATION_SPLIT, seed)  # split is CALIBRATION_SPLIT
     raise ExportError(f"{path}: calibration data must be a dataset YAML or a directory of images")
 
 
-def _images_per_class(config_path: Path, per_class: int, split: str, seed: int) -> list[Path]:
+def _images_per_class(config_path: Path, per_class: int, split: Split, seed: int) -> list[Path]:
     dataset = build_dataset(load_dataset_config(config_path), split, progress=False)
     counts = np.zeros(dataset.num_classes, dtype=np.int64)
     chosen: list[Path] = []
@@ -169,7 +178,8 @@ class CalibrationImages(CalibrationDataReader):
             raise ExportError("calibration needs at least one image")
         self.image_paths = list(image_paths)
         self.input_name = input_name
-        self.input_size = tuple(input_size)
+        height, width = input_size
+        self.input_size = (height, width)
         self.preprocessing = preprocessing or Preprocessing()
         self._next_index = 0
 
@@ -224,5 +234,15 @@ def quantize_int8(
                 calibrate_method=CalibrationMethod.MinMax,
             )
             check_quantization_scales(temporary)
-    logger.info("wrote int8 model %s", destination)
+    logger.info(
+        "wrote int8 model %s: onnxruntime %s quantize_static (QDQ; int8 symmetric %s weights, uint8 activations, "
+        "MinMax ranges from %s)",
+        destination, onnxruntime.__version__, "per-channel" if per_channel else "per-tensor", _describe(calibration),
+    )  # fmt: skip
     return destination
+
+
+def _describe(calibration: CalibrationDataReader) -> str:
+    if isinstance(calibration, CalibrationImages):
+        return f"{len(calibration)} calibration images (first {calibration.image_paths[0]})"
+    return f"{type(calibration).__name__} batches"

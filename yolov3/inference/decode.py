@@ -15,9 +15,15 @@ and traces to ONNX with a dynamic batch. Rows are ordered anchor by anchor, then
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
 
 from yolov3.models.yolo_head import YoloHeadSpec
+
+if TYPE_CHECKING:
+    from yolov3.inference.region_decode import DarknetHeadSpec  # which imports this module
 
 
 def decode_head(output: torch.Tensor, spec: YoloHeadSpec, input_size: tuple[int, int]) -> torch.Tensor:
@@ -58,7 +64,9 @@ def decode_head(output: torch.Tensor, spec: YoloHeadSpec, input_size: tuple[int,
     return decoded.reshape(-1, num_anchors * grid_height * grid_width, num_values)
 
 
-def decode_outputs(outputs: list[torch.Tensor], specs: list[YoloHeadSpec], input_size: tuple[int, int]) -> torch.Tensor:
+def decode_outputs(
+    outputs: list[torch.Tensor], specs: Sequence[YoloHeadSpec | DarknetHeadSpec], input_size: tuple[int, int]
+) -> torch.Tensor:
     """Decode every head and concatenate them in order: (B, N, 5+C) with N = sum of A*H*W over heads.
 
     A spec with a ``decode(output, input_size)`` method of its own (a [region], [Gaussian_yolo] or

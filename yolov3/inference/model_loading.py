@@ -2,7 +2,7 @@
 
 :func:`load_inference_model` accepts
 
-- a checkpoint of ours (``best.pt``, written by :func:`yolov3.train.checkpoint.save_checkpoint`): it names its
+- a checkpoint of ours (``best.pt``, written by :func:`yolov3.checkpoint.save_checkpoint`): it names its
   model, and carries its class names, input size and preprocessing; the EMA weights are used when present;
 - a Darknet ``.weights`` file with either its ``.cfg`` (built as :class:`~yolov3.models.Darknet`) or the name
   of a registered model (``yolov3_tiny``; ``num_classes`` for one trained on other classes). Its preprocessing
@@ -27,21 +27,25 @@ import dataclasses
 import logging
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from yolov3.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from yolov3.darknet.cfg import CfgError
 from yolov3.darknet.weights_file import WeightsFileError
 from yolov3.inference.predictor import model_head_specs, model_input_size
 from yolov3.inference.preprocess import Preprocessing
 from yolov3.inference.region_decode import DarknetHeadSpec
 from yolov3.models import Darknet, create_model
+from yolov3.models.darknet_io import DarknetIO
 from yolov3.models.yolo_head import YoloHeadSpec
-from yolov3.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+
+if TYPE_CHECKING:
+    from yolov3.data.transforms import Normalization  # not at run time: it imports albumentations
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +73,13 @@ class LoadedModel:
     """
 
     model: nn.Module
-    head_specs: list[YoloHeadSpec | DarknetHeadSpec]
+    head_specs: Sequence[YoloHeadSpec | DarknetHeadSpec]
     class_names: tuple[str, ...] | None
     input_size: tuple[int, int]
     preprocessing: Preprocessing
     source: str
-    normalization: str = "darknet"  # how the training pipeline normalized inputs: darknet (RGB/255) or imagenet
+    # how the training pipeline normalized inputs: darknet (RGB/255) or imagenet
+    normalization: Normalization = "darknet"
     backend: str = "PyTorch"
     runtime: str = PYTORCH
     darknet_weights: bool = False
@@ -99,7 +104,7 @@ class LoadedModel:
                 f"{self.source}: the graph was exported for {height}x{width} inputs, not "
                 f"{input_size[0]}x{input_size[1]}; export it again with --img-size, or leave the size unset"
             )
-        return tuple(input_size)
+        return int(input_size[0]), int(input_size[1])
 
 
 def is_checkpoint_file(path: Path) -> bool:
@@ -158,22 +163,22 @@ def _load_checkpoint_model(path: Path) -> LoadedModel:
         checkpoint = load_checkpoint(path)
     except CheckpointError as error:
         raise ModelLoadingError(str(error)) from error
-    spec = checkpoint.get("model")
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str) or "model_state" not in checkpoint:
+    spec = checkpoint.model
+    if spec is None or checkpoint.model_state is None:
         raise ModelLoadingError(f"{path}: checkpoint lacks 'model' {{name, kwargs}} or 'model_state'")
     try:
         model = model_from_checkpoint(checkpoint).eval()
     except KeyError as error:  # an unknown model name
         raise ModelLoadingError(f"{path}: {error.args[0]}") from error
     except (RuntimeError, TypeError) as error:  # state dict or builder arguments that do not fit
-        raise ModelLoadingError(f"{path}: the weights do not fit model {spec['name']!r}: {error}") from error
+        raise ModelLoadingError(f"{path}: the weights do not fit model {spec.name!r}: {error}") from error
     head_specs = _head_specs(model, path)
-    uses_ema = checkpoint.get("ema_state") is not None
-    class_names = _class_names(checkpoint.get("class_names"), head_specs[0].num_classes, path)
-    input_size = _input_size(checkpoint.get("input_size"), model, path)
-    preprocessing = _preprocessing(checkpoint.get("preprocessing"), path)
-    source = f"{spec['name']} from checkpoint {path} ({'EMA' if uses_ema else 'model'} weights)"
-    normalization = _normalization(checkpoint.get("normalization"), path)
+    uses_ema = checkpoint.ema_state is not None
+    class_names = _class_names(checkpoint.class_names, head_specs[0].num_classes, path)
+    input_size = _input_size(checkpoint.input_size, model, path)
+    preprocessing = _preprocessing(checkpoint.preprocessing, path)
+    source = f"{spec.name} from checkpoint {path} ({'EMA' if uses_ema else 'model'} weights)"
+    normalization = _normalization(checkpoint.normalization, path)
     return LoadedModel(model, head_specs, class_names, input_size, preprocessing, source, normalization)
 
 
@@ -192,9 +197,10 @@ def _load_darknet_model(
         model: nn.Module = Darknet(cfg)  # CfgError names file and line
         built = f"cfg {cfg}"
     else:
-        model = create_model(model_name, **({} if num_classes is None else {"num_classes": num_classes}))
+        name = str(model_name)  # not None: exactly one of cfg and model_name was checked above
+        model = create_model(name, **({} if num_classes is None else {"num_classes": num_classes}))
         built = f"model {model_name}"
-    if not hasattr(model, "load_darknet_weights"):
+    if not isinstance(model, DarknetIO):
         raise ModelLoadingError(f"{path}: {built} has no Darknet form, so it cannot load Darknet weights")
     try:
         model.load_darknet_weights(path)
@@ -272,7 +278,7 @@ def _input_size(value: Any, model: nn.Module, path: Path) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-def _normalization(value: Any, path: Path) -> str:
+def _normalization(value: Any, path: Path) -> Normalization:
     if value is None:
         return "darknet"
     if value not in ("darknet", "imagenet"):

@@ -29,8 +29,7 @@ import onnxruntime
 import torch
 from torch import nn
 
-from yolov3.export.nms_graph import NMS_OUTPUT_NAMES
-from yolov3.export.onnx_export import INPUT_NAME, head_names
+from yolov3.inference.onnx_names import INPUT_NAME, NMS_OUTPUT_NAMES, head_names
 from yolov3.models.yolo_head import YoloHeadSpec
 
 logger = logging.getLogger(__name__)

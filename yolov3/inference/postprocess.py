@@ -11,12 +11,19 @@ decreasing score.
 ``darknet detector test`` prints): a box enters when its objectness passes, each class of it whose
 ``objectness * probability`` passes is kept (the others are zeroed), and each class is then sorted and
 suppressed on its own, with no cap on the count. For every image it gives the same dict.
+
+:func:`detect_rows` applies a :class:`~yolov3.inference.detection_config.DetectionConfig` (which checks the
+settings, for both functions): the one entry point of the library's consumers.
 """
 
 from __future__ import annotations
 
 import torch
 from torchvision.ops import batched_nms, box_convert, nms
+
+from yolov3.inference.detection_config import OUTPUT_MODES, DetectionConfig
+
+__all__ = ["OUTPUT_MODES", "darknet_postprocess", "detect_rows", "empty_detections", "postprocess", "select_candidates"]
 
 
 def empty_detections(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
@@ -46,11 +53,21 @@ def select_candidates(
     return rows[row_indices, :4], scores, labels
 
 
-OUTPUT_MODES = ("standard", "darknet")
+def detect_rows(decoded: torch.Tensor, config: DetectionConfig) -> list[dict[str, torch.Tensor]]:
+    """Detections of decoded rows (B, N, 5+C) as ``config`` says: :func:`postprocess` for ``output="standard"``,
+    :func:`darknet_postprocess` for ``output="darknet"``."""
+    if config.output == "darknet":
+        return darknet_postprocess(decoded, config.conf_threshold, config.iou_threshold)
+    return postprocess(
+        decoded, config.conf_threshold, config.iou_threshold, config.max_detections, config.multi_label,
+        config.class_agnostic,
+    )  # fmt: skip
 
 
 def darknet_postprocess(
-    decoded: torch.Tensor, conf_threshold: float = 0.25, iou_threshold: float = 0.45
+    decoded: torch.Tensor,
+    conf_threshold: float = DetectionConfig.conf_threshold,
+    iou_threshold: float = DetectionConfig.iou_threshold,
 ) -> list[dict[str, torch.Tensor]]:
     """Darknet's detections of decoded rows (B, N, 5+C): every class over the threshold, NMS per class.
 
@@ -60,8 +77,7 @@ def darknet_postprocess(
     """
     if decoded.dim() != 3 or decoded.shape[-1] < 6:
         raise ValueError(f"decoded rows must have shape (B, N, 5+C) with C >= 1, got {tuple(decoded.shape)}")
-    if not 0.0 <= iou_threshold <= 1.0:
-        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    DetectionConfig(conf_threshold, iou_threshold, output="darknet")  # checks the values
     results = []
     for image_rows in decoded:  # (N, 5+C)
         boxes_cxcywh, scores, labels = select_candidates(image_rows, conf_threshold, multi_label=True)
@@ -81,11 +97,11 @@ def darknet_postprocess(
 
 def postprocess(
     decoded: torch.Tensor,
-    conf_threshold: float = 0.25,
-    iou_threshold: float = 0.45,
-    max_detections: int = 300,
-    multi_label: bool = False,
-    class_agnostic: bool = False,
+    conf_threshold: float = DetectionConfig.conf_threshold,
+    iou_threshold: float = DetectionConfig.iou_threshold,
+    max_detections: int = DetectionConfig.max_detections,
+    multi_label: bool = DetectionConfig.multi_label,
+    class_agnostic: bool = DetectionConfig.class_agnostic,
 ) -> list[dict[str, torch.Tensor]]:
     """Threshold and NMS decoded rows (B, N, 5+C) from :func:`~yolov3.inference.decode.decode_outputs`.
 
@@ -94,10 +110,7 @@ def postprocess(
     """
     if decoded.dim() != 3 or decoded.shape[-1] < 6:
         raise ValueError(f"decoded rows must have shape (B, N, 5+C) with C >= 1, got {tuple(decoded.shape)}")
-    if not 0.0 <= iou_threshold <= 1.0:
-        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
-    if max_detections < 0:
-        raise ValueError(f"max_detections must be >= 0, got {max_detections}")
+    DetectionConfig(conf_threshold, iou_threshold, max_detections, multi_label, class_agnostic)  # checks the values
     results = []
     for image_rows in decoded:  # (N, 5+C)
         boxes_cxcywh, scores, labels = select_candidates(image_rows, conf_threshold, multi_label)

@@ -209,7 +209,8 @@ def prepare_for_inference(
         model = copy.deepcopy(model)
     model = model.to(device).eval()
     if settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format (documented, and it works); torch's overloads leave it out.
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if settings.autocast:
         stem = _keep_stem_in_float32(model, settings.dtype)
         for module in model.modules():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import torch
@@ -12,12 +13,16 @@ from torch import nn
 
 from yolov3.data.letterbox import Letterbox
 from yolov3.inference.decode import decode_outputs
-from yolov3.inference.postprocess import OUTPUT_MODES, darknet_postprocess, postprocess
+from yolov3.inference.detection_config import DetectionConfig
+from yolov3.inference.postprocess import detect_rows
 from yolov3.inference.precision import prepare_for_inference
 from yolov3.inference.preprocess import Preprocessing, preprocess
 from yolov3.inference.region_decode import DarknetHeadSpec, inference_head_specs
 from yolov3.models import Darknet
 from yolov3.models.yolo_head import YoloHeadSpec
+
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11+; annotations only (the package supports 3.10)
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +59,23 @@ def model_input_size(model: nn.Module) -> tuple[int, int]:
     return tuple(size) if size is not None else DEFAULT_INPUT_SIZE
 
 
+class PredictorOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`Predictor` after ``input_size``, as ``from_model`` passes them on."""
+
+    preprocessing: Preprocessing | None
+    conf_threshold: float | None
+    iou_threshold: float | None
+    max_detections: int | None
+    multi_label: bool | None
+    class_agnostic: bool | None
+    class_names: Sequence[str] | None
+    device: torch.device | str
+    batch_size: int
+    output: str | None
+    precision: str
+    detection: DetectionConfig | None
+
+
 class Predictor:
     """Runs a detector on RGB images: preprocess, forward, decode, threshold + NMS, map boxes back.
 
@@ -63,11 +85,13 @@ class Predictor:
     ``"fp32"``, the default, is the model's own exact arithmetic; ``"bf16"``/``"fp16"`` fuse BatchNorms and run
     channels_last under autocast, the stem conv in fp32); forward passes run under ``torch.inference_mode()``,
     ``batch_size`` images at a time.
-    ``output="darknet"`` gives Darknet's own detections (:func:`~yolov3.inference.postprocess.darknet_postprocess`:
-    every class over the threshold, NMS per class, no cap) instead of ``multi_label`` / ``class_agnostic`` /
-    ``max_detections``. Each head decodes as its spec says: a ``YoloHeadSpec`` as Darknet's [yolo], a
-    :class:`~yolov3.inference.region_decode.DarknetHeadSpec` as [region] (YOLOv2), [Gaussian_yolo] or
-    new_coords [yolo] (:func:`model_head_specs` picks them from a cfg).
+    The detection settings are one :class:`~yolov3.inference.detection_config.DetectionConfig` (``detection``,
+    default ``DetectionConfig()``), whose fields the keyword arguments ``conf_threshold`` ... ``output`` replace
+    when given. ``output="darknet"`` gives Darknet's own detections
+    (:func:`~yolov3.inference.postprocess.darknet_postprocess`: every class over the threshold, NMS per class,
+    no cap) instead of ``multi_label`` / ``class_agnostic`` / ``max_detections``. Each head decodes as its spec
+    says: a ``YoloHeadSpec`` as Darknet's [yolo], a :class:`~yolov3.inference.region_decode.DarknetHeadSpec` as
+    [region] (YOLOv2), [Gaussian_yolo] or new_coords [yolo] (:func:`model_head_specs` picks them from a cfg).
     """
 
     def __init__(
@@ -76,16 +100,17 @@ class Predictor:
         head_specs: Sequence[YoloHeadSpec | DarknetHeadSpec],
         input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
         preprocessing: Preprocessing | None = None,
-        conf_threshold: float = 0.25,
-        iou_threshold: float = 0.45,
-        max_detections: int = 300,
-        multi_label: bool = False,
-        class_agnostic: bool = False,
+        conf_threshold: float | None = None,
+        iou_threshold: float | None = None,
+        max_detections: int | None = None,
+        multi_label: bool | None = None,
+        class_agnostic: bool | None = None,
         class_names: Sequence[str] | None = None,
         device: torch.device | str = "cpu",
         batch_size: int = 8,
-        output: str = "standard",
+        output: str | None = None,
         precision: str = "fp32",
+        detection: DetectionConfig | None = None,
     ) -> None:
         self.head_specs = list(head_specs)
         if not self.head_specs:
@@ -99,24 +124,38 @@ class Predictor:
             raise ValueError(f"{len(class_names)} class names given but the model has {self.num_classes} classes")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if output not in OUTPUT_MODES:
-            raise ValueError(f"output must be one of {OUTPUT_MODES}, got {output!r}")
+        self.detection = (detection or DetectionConfig()).with_values(
+            conf_threshold=conf_threshold, iou_threshold=iou_threshold, max_detections=max_detections,
+            multi_label=multi_label, class_agnostic=class_agnostic, output=output,
+        )  # fmt: skip
         self.device = torch.device(device)
         self.model = prepare_for_inference(model, precision, self.device)
         self.precision = precision
         self.input_size = (height, width)
         self.preprocessing = preprocessing or Preprocessing()
-        self.conf_threshold = conf_threshold
-        self.iou_threshold = iou_threshold
-        self.max_detections = max_detections
-        self.multi_label = multi_label
-        self.class_agnostic = class_agnostic
         self.class_names = list(class_names) if class_names is not None else None
         self.batch_size = batch_size
-        self.output = output
+
+    @property
+    def conf_threshold(self) -> float:
+        return self.detection.conf_threshold
+
+    @property
+    def iou_threshold(self) -> float:
+        return self.detection.iou_threshold
+
+    @property
+    def max_detections(self) -> int:
+        return self.detection.max_detections
+
+    @property
+    def output(self) -> str:
+        return self.detection.output
 
     @classmethod
-    def from_model(cls, model: nn.Module, input_size: tuple[int, int] | None = None, **options: object) -> Predictor:
+    def from_model(
+        cls, model: nn.Module, input_size: tuple[int, int] | None = None, **options: Unpack[PredictorOptions]
+    ) -> Predictor:
         """A predictor for any of our detectors; the input size defaults to the model's own (or 416x416)."""
         return cls(model, model_head_specs(model), input_size or model_input_size(model), **options)
 
@@ -126,7 +165,7 @@ class Predictor:
         cfg_path: str | os.PathLike,
         weights_path: str | os.PathLike,
         input_size: tuple[int, int] | None = None,
-        **options: object,
+        **options: Unpack[PredictorOptions],
     ) -> Predictor:
         """A predictor for a Darknet cfg and its ``.weights``; the input size defaults to the cfg's [net] and the
         preprocessing to Darknet's own ``letterbox_image`` (``Preprocessing.from_mode("darknet")``)."""
@@ -145,16 +184,7 @@ class Predictor:
         """A preprocessed (B, 3, height, width) batch -> detections in network-input pixels."""
         with torch.inference_mode():
             decoded = decode_outputs(self.model(batch), self.head_specs, self.input_size)  # (B, N, 5+C)
-            if self.output == "darknet":
-                return darknet_postprocess(decoded, self.conf_threshold, self.iou_threshold)
-            return postprocess(
-                decoded,
-                conf_threshold=self.conf_threshold,
-                iou_threshold=self.iou_threshold,
-                max_detections=self.max_detections,
-                multi_label=self.multi_label,
-                class_agnostic=self.class_agnostic,
-            )
+            return detect_rows(decoded, self.detection)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
         """Detections for (H, W, 3) uint8 RGB images, boxes in each image's own pixels, in batches of ``batch_size``."""

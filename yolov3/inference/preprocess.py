@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from yolov3.data.letterbox import Letterbox, letterbox_image
+from yolov3.data.letterbox import BoxesT, Letterbox, letterbox_image
 
 RESAMPLINGS = ("opencv", "darknet")
 # name -> (letterbox, resampling)
@@ -70,7 +70,7 @@ class DarknetLetterbox(Letterbox):
     integer ``(net - new) / 2``: half a network pixel apart when ``net - new`` is odd. Darknet's boxes carry
     that shift, so ours do too."""
 
-    def boxes_to_original(self, boxes_xyxy: np.ndarray | torch.Tensor, clip: bool = True) -> np.ndarray | torch.Tensor:
+    def boxes_to_original(self, boxes_xyxy: BoxesT, clip: bool = True) -> BoxesT:
         net_height, net_width = self.network_size
         new_height, new_width = self.resized_size
         exact = Letterbox(
@@ -151,12 +151,12 @@ def darknet_letterbox(
     original_size = image.shape[:2]
     if min(*original_size, *network_size) < 1:
         raise ValueError(f"sizes must be positive, got image {original_size} and network {network_size}")
-    new_size = darknet_letterbox_size(original_size, network_size) if keep_aspect else tuple(network_size)
     net_height, net_width = network_size
+    new_size = darknet_letterbox_size(original_size, network_size) if keep_aspect else (net_height, net_width)
     top, left = (net_height - new_size[0]) // 2, (net_width - new_size[1]) // 2
     canvas = np.full((net_height, net_width, image.shape[2]), fill, dtype=np.float32)
     canvas[top : top + new_size[0], left : left + new_size[1]] = darknet_resize(image, new_size)
-    return canvas, DarknetLetterbox(original_size, tuple(network_size), new_size, top, left)
+    return canvas, DarknetLetterbox(original_size, (net_height, net_width), new_size, top, left)
 
 
 def preprocess(
@@ -170,16 +170,18 @@ def preprocess(
         raise ValueError(
             f"expected an (H, W, 3) uint8 RGB image, got shape {image_rgb_uint8.shape} dtype {image_rgb_uint8.dtype}"
         )
+    height, width = input_size
+    placement: Letterbox
     if preprocessing.resampling == "darknet":
         # Darknet's load_image: (float)data / 255. (a double division, rounded to float)
         image_float = (image_rgb_uint8 / 255.0).astype(np.float32)  # (H, W, 3) in 0..1
         canvas, placement = darknet_letterbox(
-            image_float, tuple(input_size), fill=preprocessing.fill, keep_aspect=preprocessing.letterbox
+            image_float, (height, width), fill=preprocessing.fill, keep_aspect=preprocessing.letterbox
         )
     else:
         image_float = image_rgb_uint8.astype(np.float32) / np.float32(255.0)  # (H, W, 3) in 0..1
         canvas, placement = letterbox_image(
-            image_float, tuple(input_size), fill=preprocessing.fill, keep_aspect=preprocessing.letterbox
+            image_float, (height, width), fill=preprocessing.fill, keep_aspect=preprocessing.letterbox
         )
     # (height, width, 3) -> (3, height, width)
     tensor = torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1)))

@@ -39,19 +39,21 @@ if TYPE_CHECKING:
 def _grid(height: int, width: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     rows = torch.arange(height, device=like.device, dtype=like.dtype)
     columns = torch.arange(width, device=like.device, dtype=like.dtype)
-    return torch.meshgrid(rows, columns, indexing="ij")  # (H, W) each
+    grid_rows, grid_columns = torch.meshgrid(rows, columns, indexing="ij")  # (H, W) each
+    return grid_rows, grid_columns
 
 
 def decode_special_head(section: Section, output: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
     """One [region] / [Gaussian_yolo] / new_coords [yolo] output (B, A*(K+C), H, W) -> (B, A*H*W, 5+C)."""
     input_height, input_width = input_size
     batch, channels, grid_height, grid_width = output.shape
-    classes = section.classes
     if isinstance(section, RegionSection):
+        classes = section.classes
         anchors, per_anchor = section.num, 5 + classes
         anchor_wh = torch.tensor(section.anchors_cells, dtype=output.dtype, device=output.device)
         anchor_wh = anchor_wh / torch.tensor([grid_width, grid_height], dtype=output.dtype, device=output.device)
     elif isinstance(section, YoloSection):
+        classes = section.classes
         anchors = len(section.anchor_indices)
         per_anchor = classes + (9 if isinstance(section, GaussianYoloSection) else 5)
         anchor_wh = torch.tensor(section.anchors_px, dtype=output.dtype, device=output.device)
@@ -179,6 +181,7 @@ def inference_head_specs(model: Darknet) -> list[YoloHeadSpec | DarknetHeadSpec]
         if needs_special_decode(section):
             specs.append(DarknetHeadSpec(section, stride))
         else:
+            assert isinstance(section, YoloSection)  # every [region] needs the special decode
             specs.append(YoloHeadSpec(section.anchors_px, stride, section.classes, section.scale_x_y))
     return specs
 
@@ -195,6 +198,8 @@ def decode_head_sections(
         if needs_special_decode(section):
             decoded.append(decode_special_head(section, output, input_size))
         else:
+            if not isinstance(section, YoloSection):
+                raise TypeError(f"{section.where()} is not a detection head")
             spec = YoloHeadSpec(
                 section.anchors_px, input_size[0] // output.shape[2], section.classes, section.scale_x_y
             )

@@ -106,7 +106,7 @@ class VideoWriter:
             codec = "MJPG" if self.path.suffix.lower() in (".avi", ".mkv") else "mp4v"
             height, width = frame_rgb.shape[:2]
             self.writer = cv2.VideoWriter(
-                str(self.path), cv2.VideoWriter_fourcc(*codec), self.frame_rate, (width, height)
+                str(self.path), cv2.VideoWriter.fourcc(*codec), self.frame_rate, (width, height)
             )
             if not self.writer.isOpened():
                 raise OSError(f"{self.path}: cannot write the video (codec {codec} unavailable)")

@@ -47,6 +47,6 @@ class StbDecoder:
             size = height.value * width.value * 3
             buffer = (ctypes.c_ubyte * size).from_address(pointer)
             # stb's interleaved rows: (H * W * 3,) -> (H, W, 3)
-            return np.frombuffer(buffer, dtype=np.uint8).reshape(height.value, width.value, 3).copy()
+            return np.frombuffer(memoryview(buffer), dtype=np.uint8).reshape(height.value, width.value, 3).copy()
         finally:
             self.library.stbi_image_free(pointer)

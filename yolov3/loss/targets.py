@@ -64,7 +64,7 @@ def targets_to_boxes_xyxy(targets: Tensor, input_size: tuple[int, int]) -> Tenso
 def anchor_shape_iou(boxes_wh: Tensor, anchors_wh: Tensor) -> Tensor:
     """IoU of (w, h) rectangles aligned at their centres: boxes (N, 2) x anchors (A, 2) -> (N, A).
 
-    Aligned at a corner the IoU is the same; :mod:`yolov3.anchors` clusters with it (float64 in, float64 out).
+    Aligned at a corner the IoU is the same; :mod:`yolov3.loss.anchors` clusters with it (float64 in, float64 out).
     """
     intersection = torch.minimum(boxes_wh[:, None, :], anchors_wh[None, :, :]).prod(dim=2)  # (N, A)
     union = boxes_wh.prod(dim=1)[:, None] + anchors_wh.prod(dim=1)[None, :] - intersection  # (N, A)

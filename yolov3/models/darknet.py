@@ -10,8 +10,10 @@ from torch import nn
 from yolov3.darknet.cfg import (
     AvgpoolSection,
     ContrastiveSection,
+    ConvLstmSection,
     ConvolutionalSection,
     CostSection,
+    CrnnSection,
     DarknetCfg,
     DropoutSection,
     EmptySection,
@@ -33,6 +35,9 @@ from yolov3.darknet.cfg import (
 )
 from yolov3.darknet.graph import HEAD_SECTIONS, LayerNode, build_graph
 from yolov3.darknet.weights_file import ConvParameters
+from yolov3.models.binary_conv import XnorConv, binary_output_layers
+from yolov3.models.conv_lstm import ConvLstm
+from yolov3.models.crnn import Crnn
 from yolov3.models.darknet_io import DarknetIO, DarknetLayers
 from yolov3.models.darknet_layers import (
     HeadOutput,
@@ -84,12 +89,18 @@ class YoloOutput(nn.Identity):
         self.scale_x_y = section.scale_x_y
 
 
-def _build_layer(node: LayerNode) -> nn.Module:
+def _build_layer(node: LayerNode, linear_outputs: frozenset[int] = frozenset()) -> nn.Module:
     section = node.section
+    if isinstance(section, ConvolutionalSection) and section.xnor:
+        return XnorConv.from_section(section, node.in_channels, linear_output=node.index in linear_outputs)
     if isinstance(section, ConvolutionalSection):
         block = ConvBNAct.from_section(section, node.in_channels)
         block.conv.stride = section.strides  # stride_y / stride_x (AlexeyAB)
         return block
+    if isinstance(section, CrnnSection):
+        return Crnn(section, node.in_channels)
+    if isinstance(section, ConvLstmSection):
+        return ConvLstm(section, node.in_channels)
     if isinstance(section, ShortcutSection):
         return Shortcut(node.sources, section, node.in_channels)
     if isinstance(section, SamSection):
@@ -101,7 +112,9 @@ def _build_layer(node: LayerNode) -> nn.Module:
         index = reorg_gather_index(channels, height, width, section.stride, forward=bool(section.reverse))
         return Reorg(index, node.output_shape)
     if isinstance(section, LocalAvgpoolSection):
-        return LocalAvgPool(section.size, section.stride_y, section.stride_x, section.padding)
+        size, stride_y, stride_x, padding = section.size, section.stride_y, section.stride_x, section.padding
+        assert size is not None and stride_y is not None and stride_x is not None and padding is not None  # defaulted
+        return LocalAvgPool(size, stride_y, stride_x, padding)
     if isinstance(section, (RegionSection, GaussianYoloSection)):
         return HeadOutput(section)
     if isinstance(section, EmptySection):
@@ -111,6 +124,7 @@ def _build_layer(node: LayerNode) -> nn.Module:
     if isinstance(section, UpsampleSection):
         return Upsample(section.stride, section.scale)
     if isinstance(section, MaxpoolSection):
+        assert section.size is not None  # __post_init__ defaults it to the stride
         return DarknetMaxPool(section.size, section.stride, section.padding)
     if isinstance(section, AvgpoolSection):
         return GlobalAvgPool()
@@ -135,7 +149,8 @@ class Darknet(DarknetIO, nn.Module):
         super().__init__()
         self.cfg = cfg if isinstance(cfg, DarknetCfg) else parse_cfg(cfg)
         self.nodes = build_graph(self.cfg)
-        self.layers = nn.ModuleList(_build_layer(node) for node in self.nodes)
+        linear_outputs = binary_output_layers(self.nodes)
+        self.layers = nn.ModuleList(_build_layer(node, linear_outputs) for node in self.nodes)
         # Outputs read later by a route or shortcut; all others are dropped as soon as they are used.
         self._kept = frozenset(source for node in self.nodes for source in node.sources if source != node.index - 1)
         self.is_detector = any(isinstance(section, HEAD_SECTIONS) for section in self.cfg.layers)
@@ -193,6 +208,8 @@ class Darknet(DarknetIO, nn.Module):
         for index, module in enumerate(self.layers):
             if isinstance(module, ConvBNAct):
                 parameters.append(ConvParameters(index, module.conv, module.bn))
+            elif isinstance(module, (Crnn, ConvLstm)):
+                parameters += [ConvParameters(index, block.conv, block.bn) for block in module.blocks]
             elif isinstance(module, Shortcut) and module.weight is not None:
                 parameters.append(ShortcutParameters(index, module.weight))
         return parameters

@@ -9,7 +9,7 @@ from torch import nn
 
 from yolov3.darknet.cfg import AvgpoolSection, NetSection, SoftmaxSection
 from yolov3.models.darknet_io import DarknetIO, DarknetLayers
-from yolov3.models.layers import ConvBNAct, GlobalAvgPool
+from yolov3.models.layers import ConvBNAct, ConvOptions, GlobalAvgPool
 
 
 def scale_channels(channels: int, width_multiple: float) -> int:
@@ -61,7 +61,7 @@ class Darknet53(DarknetIO, nn.Module):
         super().__init__()
         self.config = config
         width = config.width_multiple
-        options = {"activation": config.activation, "bn_momentum": config.bn_momentum}
+        options: ConvOptions = {"activation": config.activation, "bn_momentum": config.bn_momentum}
         channels = scale_channels(config.stem_channels, width)
         self.stem = ConvBNAct(config.in_channels, channels, 3, **options)
         stages = []
@@ -87,9 +87,13 @@ class Darknet53(DarknetIO, nn.Module):
         """Append the backbone; returns the layer indices of the three feature maps."""
         layers.conv(self.stem)
         ends = []
-        for downsample, *blocks in self.stages:
+        for stage in self.stages:
+            assert isinstance(stage, nn.Sequential)
+            downsample, *blocks = stage
+            assert isinstance(downsample, ConvBNAct)
             layers.conv(downsample)
             for block in blocks:
+                assert isinstance(block, ResidualBlock)
                 block.describe_darknet(layers)
             ends.append(layers.last)
         return ends[-3:]

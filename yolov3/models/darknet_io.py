@@ -57,7 +57,7 @@ class DarknetLayers:
         return self.add(RouteSection(layers=tuple(self._reference(index) for index in indices)))
 
     def shortcut(self, index: int, activation: str = "linear") -> int:
-        return self.add(ShortcutSection(from_layer=self._reference(index), activation=activation))
+        return self.add(ShortcutSection(from_layer=(self._reference(index),), activation=activation))
 
 
 class DarknetIO:
@@ -65,8 +65,9 @@ class DarknetIO:
 
     darknet_header: WeightsHeader = WeightsHeader()
 
-    def describe_darknet(self, layers: DarknetLayers) -> None:
-        """Append this model's layers, in Darknet order, to ``layers``."""
+    def describe_darknet(self, layers: DarknetLayers) -> object:
+        """Append this model's layers, in Darknet order, to ``layers`` (a model may also return something of its
+        own, as :class:`~yolov3.models.darknet53.Darknet53` returns its feature layers; callers here ignore it)."""
         raise NotImplementedError(f"{type(self).__name__} cannot be expressed as a Darknet cfg")
 
     def darknet_net_section(self) -> NetSection:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolov3.darknet.cfg import GaussianYoloSection, RegionSection, ShortcutSection
+from yolov3.darknet.cfg import GaussianYoloSection, RegionSection, ShortcutSection, YoloSection
 from yolov3.models.layers import make_activation
 
 # Darknet's shortcut weight normalization adds this to the sum of (relu'd or exp'd) weights.
@@ -37,6 +37,7 @@ class Shortcut(nn.Module):
 
     def _normalized_weights(self, shape: torch.Size) -> torch.Tensor:
         """(inputs, C or 1) weights broadcastable to (B, C, H, W) per input."""
+        assert self.weight is not None  # only a weighted shortcut normalizes its weights
         weights = self.weight.view(len(self.sources), -1)  # (n+1, C or 1)
         if self.normalization == "relu":
             positive = weights.relu()
@@ -114,6 +115,8 @@ def reorg_gather_index(channels: int, height: int, width: int, stride: int, forw
 class Reorg(nn.Module):
     """[reorg] / [reorg3d]: Darknet's reorg permutation of (C, H, W) into ``output_shape``."""
 
+    index: torch.Tensor  # buffer, (C*H*W,)
+
     def __init__(self, index: torch.Tensor, output_shape: tuple[int, int, int]) -> None:
         super().__init__()
         self.register_buffer("index", index, persistent=False)
@@ -167,6 +170,8 @@ def darknet_head_activation(section: object, raw: torch.Tensor) -> torch.Tensor:
         if section.softmax:
             out[..., 5:] = out[..., 5:].softmax(-1)
         return out.reshape(batch, height, width, section.num * per_anchor)  # (B, H, W, A*(5+C))
+    if not isinstance(section, YoloSection):  # [Gaussian_yolo] is a YoloSection too
+        raise TypeError(f"not a [yolo], [Gaussian_yolo] or [region] section: {section!r}")
     anchors = len(section.anchor_indices)
     gaussian = isinstance(section, GaussianYoloSection)
     # (B, A*(K+C), H, W) -> (B, A, K+C, H, W)

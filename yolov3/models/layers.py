@@ -6,6 +6,9 @@ to cfg text and read/write ``.weights`` through the same code as cfg-built ones.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,7 +22,7 @@ DARKNET_BN_EPS = 1e-6
 
 def make_activation(name: str) -> nn.Module:
     """The Darknet activation ``name`` as a module (leaky has Darknet's slope 0.1)."""
-    factories = {
+    factories: dict[str, Callable[[], nn.Module]] = {
         "linear": nn.Identity,
         "leaky": lambda: nn.LeakyReLU(0.1),
         "logistic": nn.Sigmoid,
@@ -35,6 +38,13 @@ def make_activation(name: str) -> nn.Module:
     if name not in factories:
         raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
     return factories[name]()
+
+
+class ConvOptions(TypedDict):
+    """The keyword arguments of :class:`ConvBNAct` that every conv of a model shares."""
+
+    activation: str
+    bn_momentum: float
 
 
 class ConvBNAct(nn.Module):
@@ -86,6 +96,7 @@ class ConvBNAct(nn.Module):
 
     def to_section(self) -> ConvolutionalSection:
         conv = self.conv
+        assert not isinstance(conv.padding, str)  # ConvBNAct always gives an integer padding
         kernel, padding, dilation = conv.kernel_size[0], conv.padding[0], conv.dilation[0]
         same = padding == (kernel // 2) * dilation
         return ConvolutionalSection(

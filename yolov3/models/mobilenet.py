@@ -17,6 +17,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class MobileNetV3Backbone(nn.Module):
     """``torchvision.models.mobilenet_v3_{large,small}().features``, tapped at the last block of each stride."""
 
+    mean: torch.Tensor  # buffer, (1, 3, 1, 1)
+    std: torch.Tensor  # buffer, (1, 3, 1, 1)
+
     def __init__(self, name: str = "mobilenet_v3_large", pretrained: bool = False) -> None:
         super().__init__()
         if name not in MOBILENET_BACKBONES:
@@ -40,8 +43,10 @@ class MobileNetV3Backbone(nn.Module):
             x = block(x)
             last_at_stride[64 // x.shape[-1]] = (index, x.shape[1])
         self.features.train(was_training)
-        taps = tuple(last_at_stride[stride] for stride in (8, 16, 32))
-        return tuple(index for index, _ in taps), tuple(channels for _, channels in taps)
+        (index8, channels8), (index16, channels16), (index32, channels32) = (
+            last_at_stride[stride] for stride in (8, 16, 32)
+        )
+        return (index8, index16, index32), (channels8, channels16, channels32)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = (x - self.mean) / self.std

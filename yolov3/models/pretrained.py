@@ -27,6 +27,8 @@ from torch import nn
 
 from yolov3.darknet.cfg import YoloSection
 from yolov3.darknet.weights_file import ConvParameters, copy_floats, read_weights_file
+from yolov3.models.darknet_io import DarknetIO
+from yolov3.models.layers import ConvBNAct
 from yolov3.models.registry import create_model, list_models
 from yolov3.models.yolo_head import YoloHeadSpec
 
@@ -88,16 +90,18 @@ def output_conv_modules(model: nn.Module) -> list[tuple[nn.Conv2d, YoloHeadSpec]
     specs = list(getattr(model, "head_specs", None) or [])
     if not specs:
         return []
-    if hasattr(model, "darknet_layers"):
+    if isinstance(model, DarknetIO):
         try:
             layers = model.darknet_layers()
         except NotImplementedError:
             layers = None
         if layers is not None:
             convs = [
-                layers.modules[index - 1].conv
+                module.conv
                 for index, section in enumerate(layers.sections)
-                if isinstance(section, YoloSection) and index > 0 and hasattr(layers.modules[index - 1], "conv")
+                if isinstance(section, YoloSection)
+                and index > 0
+                and isinstance(module := layers.modules[index - 1], ConvBNAct)
             ]
             if len(convs) == len(specs):
                 return list(zip(convs, specs, strict=True))
@@ -139,6 +143,8 @@ def initialize_output_convs(
             probability = min(0.5, 1.0 / spec.num_classes) if class_prior is None else class_prior
             if not 0.0 < probability < 1.0:
                 raise ValueError(f"class_prior must be in (0, 1), got {probability}")
+            if conv.bias is None:
+                raise ValueError(f"{type(model).__name__}: a head output conv has no bias")
             bias = conv.bias.view(spec.num_anchors, 5 + spec.num_classes)  # (A*(5+C),) -> (A, 5+C)
             bias.zero_()
             bias[:, 4] = _logit(objectness_prior)
@@ -167,6 +173,8 @@ def load_darknet_pretrained(
     model: nn.Module, path: Path, objectness_prior: float = DEFAULT_OBJECTNESS_PRIOR
 ) -> PretrainedReport:
     """A Darknet ``.weights`` file whose output convs may have another filter count than ``model``'s."""
+    if not isinstance(model, DarknetIO):
+        raise TypeError(f"{type(model).__name__} has no Darknet layer description; it cannot read a .weights file")
     header, floats = read_weights_file(path)
     layers: list[ConvParameters] = model.darknet_conv_parameters()
     head_convs = {id(conv): spec for conv, spec in output_conv_modules(model)}
@@ -253,6 +261,8 @@ def _identify_architecture(num_floats: int) -> tuple[str, list[ConvParameters]] 
             continue
         try:
             candidate = create_model(name)
+            if not isinstance(candidate, DarknetIO):
+                continue
             layers = candidate.darknet_conv_parameters()
             heads = {id(conv) for conv, _ in output_conv_modules(candidate)}
         except (NotImplementedError, PretrainedWeightsError, ValueError, TypeError, AttributeError):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import nn
+
 from yolov3.darknet.cfg import YoloSection
 
 # Darknet's COCO anchors (width, height in input pixels), from yolov3.cfg and yolov3-tiny.cfg.
@@ -69,3 +71,15 @@ def validate_anchors(anchors_px: tuple, anchor_masks: tuple, num_heads: int) -> 
     for pair in anchors_px:
         if len(pair) != 2 or min(pair) <= 0:
             raise ValueError(f"anchor {pair} must be a positive (width, height) pair in input pixels")
+
+
+def model_yolo_heads(model: nn.Module) -> list[YoloHeadSpec]:
+    """A trainable detector's ``head_specs`` (``Darknet``, ``YOLOv3`` and ``YOLOv3Tiny`` each have them), typed.
+
+    A type checker reads an ``nn.Module``'s attributes as ``Tensor | Module``; this checks what it gets instead.
+    Raises ``AttributeError`` for a model without ``head_specs``, as reading the attribute did.
+    """
+    specs: object = model.head_specs
+    if not isinstance(specs, (list, tuple)) or not all(isinstance(spec, YoloHeadSpec) for spec in specs):
+        raise TypeError(f"{type(model).__name__}.head_specs is not a list of YoloHeadSpec: {specs!r}")
+    return list(specs)

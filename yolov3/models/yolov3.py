@@ -15,7 +15,7 @@ from torch import nn
 from yolov3.darknet.cfg import NetSection
 from yolov3.models.darknet53 import Darknet53, Darknet53Config, scale_channels
 from yolov3.models.darknet_io import DarknetIO, DarknetLayers
-from yolov3.models.layers import ConvBNAct, DarknetMaxPool, Upsample
+from yolov3.models.layers import ConvBNAct, ConvOptions, DarknetMaxPool, Upsample
 from yolov3.models.mobilenet import MOBILENET_BACKBONES, MobileNetV3Backbone
 from yolov3.models.yolo_head import COCO_ANCHORS_PX, YoloHeadSpec, validate_anchors, yolo_section
 
@@ -60,6 +60,7 @@ class SpatialPyramidPooling(nn.Module):
         source = layers.last
         pooled = []
         for number, pool in enumerate(self.pools):
+            assert isinstance(pool, DarknetMaxPool)
             if number:
                 layers.route(source)
             pooled.append(layers.add(pool.to_section(), pool))
@@ -79,7 +80,7 @@ class DetectionBlock(nn.Module):
         bn_momentum: float,
     ) -> None:
         super().__init__()
-        options = {"activation": activation, "bn_momentum": bn_momentum}
+        options: ConvOptions = {"activation": activation, "bn_momentum": bn_momentum}
         layers: list[nn.Module] = [
             ConvBNAct(in_channels, channels, 1, **options),
             ConvBNAct(channels, 2 * channels, 3, **options),
@@ -106,6 +107,7 @@ class DetectionBlock(nn.Module):
             if isinstance(module, ConvBNAct):
                 layers.conv(module)
             else:
+                assert isinstance(module, SpatialPyramidPooling)  # the only other module of the conv set
                 module.describe_darknet(layers)
         features = layers.last
         layers.conv(self.head, self.output)
@@ -118,11 +120,12 @@ class YOLOv3(DarknetIO, nn.Module):
     def __init__(self, config: YOLOv3Config = YOLOv3Config()) -> None:
         super().__init__()
         self.config = config
+        self.backbone: Darknet53 | MobileNetV3Backbone
         if config.backbone == "darknet53":
             self.backbone = Darknet53(config.darknet53)
         else:
             self.backbone = MobileNetV3Backbone(config.backbone, pretrained=config.backbone_pretrained)
-        options = {"activation": config.activation, "bn_momentum": config.bn_momentum}
+        options: ConvOptions = {"activation": config.activation, "bn_momentum": config.bn_momentum}
         width = config.darknet53.width_multiple if config.backbone == "darknet53" else 1.0
         neck = [scale_channels(c, width) for c in config.neck_channels]
         outputs = [len(mask) * (5 + config.num_classes) for mask in config.anchor_masks]
@@ -163,11 +166,14 @@ class YOLOv3(DarknetIO, nn.Module):
         skips = self.backbone.describe_darknet(layers)[:2][::-1]  # stride 16, then stride 8
         config = self.config
         for number, (block, mask) in enumerate(zip(self.blocks, config.anchor_masks, strict=True)):
+            assert isinstance(block, DetectionBlock)
             features = block.describe_darknet(layers)
             layers.add(yolo_section(config.anchors_px, mask, config.num_classes))
             if number < 2:
                 layers.route(features)
-                layers.conv(self.laterals[number])
+                lateral = self.laterals[number]
+                assert isinstance(lateral, ConvBNAct)
+                layers.conv(lateral)
                 layers.add(self.upsample.to_section(), self.upsample)
                 layers.route(layers.last, skips[number])
 

@@ -10,7 +10,7 @@ from torch import nn
 from yolov3.darknet.cfg import NetSection
 from yolov3.models.darknet53 import scale_channels
 from yolov3.models.darknet_io import DarknetIO, DarknetLayers
-from yolov3.models.layers import ConvBNAct, DarknetMaxPool, Upsample
+from yolov3.models.layers import ConvBNAct, ConvOptions, DarknetMaxPool, Upsample
 from yolov3.models.yolo_head import COCO_TINY_ANCHORS_PX, YoloHeadSpec, validate_anchors, yolo_section
 from yolov3.models.yolov3 import yolov3_net_section
 
@@ -43,7 +43,7 @@ class YOLOv3Tiny(DarknetIO, nn.Module):
     def __init__(self, config: YOLOv3TinyConfig = YOLOv3TinyConfig()) -> None:
         super().__init__()
         self.config = config
-        options = {"activation": config.activation, "bn_momentum": config.bn_momentum}
+        options: ConvOptions = {"activation": config.activation, "bn_momentum": config.bn_momentum}
         widths = [scale_channels(c, config.width_multiple) for c in config.backbone_channels]
         in_channels = [config.in_channels, *widths[:-1]]
         convs = [ConvBNAct(cin, cout, 3, **options) for cin, cout in zip(in_channels, widths, strict=True)]

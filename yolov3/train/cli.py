@@ -23,13 +23,15 @@ import torch
 import yaml
 
 from yolov3.atomic import remove_stale_temporaries, write_text_atomic
+from yolov3.checkpoint import load_checkpoint
+from yolov3.cli.runner import command, configure_logging
 from yolov3.config_loading import ConfigError, to_dict
 from yolov3.hardware import resolve_amp
-from yolov3.train.checkpoint import CheckpointError, load_checkpoint
-from yolov3.train.config import TrainConfig, load_train_config
+from yolov3.train.builder import build_trainer
+from yolov3.train.config import TrainConfig, flatten_config, load_train_config
 from yolov3.train.distributed import cleanup_distributed, init_distributed
 from yolov3.train.interrupt import InterruptHandler, TrainingInterruptedError
-from yolov3.train.trainer import Trainer, TrainResult
+from yolov3.train.trainer import TrainResult
 
 logger = logging.getLogger("yolov3.train")
 # A resumed run must keep these sections (they define the model and the data it learns from) ...
@@ -68,7 +70,7 @@ def check_resume_config(checkpoint_path: Path, current: dict[str, Any]) -> None:
     """
     if not checkpoint_path.is_file():
         return
-    saved = load_checkpoint(checkpoint_path).get("config")
+    saved = load_checkpoint(checkpoint_path).config
     if not isinstance(saved, dict):
         return
     changed = changed_keys(saved, current, RESUME_LOCKED_SECTIONS)
@@ -84,7 +86,7 @@ def check_resume_config(checkpoint_path: Path, current: dict[str, Any]) -> None:
 
 def changed_keys(saved: dict[str, Any], current: dict[str, Any], sections: tuple[str, ...]) -> dict[str, tuple]:
     """``{dotted key: (saved value, current value)}`` for every leaf under ``sections`` that differs."""
-    flat_saved, flat_current = _flatten(saved), _flatten(current)
+    flat_saved, flat_current = flatten_config(saved), flatten_config(current)
     keys = sorted(key for key in flat_saved.keys() | flat_current.keys() if key.split(".")[0] in sections)
     return {
         key: (flat_saved.get(key), flat_current.get(key))
@@ -93,36 +95,27 @@ def changed_keys(saved: dict[str, Any], current: dict[str, Any], sections: tuple
     }
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix.removesuffix("."): list(node) if isinstance(node, tuple) else node}
-
-
+@command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
+    if args.resume:
+        run_dir = args.resume if args.resume.is_dir() else args.resume.parent
+        if not args.cfg and not (run_dir / "args.yaml").is_file():
+            raise ConfigError(
+                f"{run_dir / 'args.yaml'}: not found: {run_dir} is not a run folder, or its run was stopped "
+                "before it wrote its config; start the run with --cfg"
+            )
+        config = load_train_config(args.cfg or run_dir / "args.yaml", args.overrides)
+        if not args.force:
+            check_resume_config(run_dir / "last.pt", to_dict(config))
+    else:
+        config = load_train_config(args.cfg, args.overrides)
+        run_dir = run_directory(config, args.cfg)
     try:
-        if args.resume:
-            run_dir = args.resume if args.resume.is_dir() else args.resume.parent
-            if not args.cfg and not (run_dir / "args.yaml").is_file():
-                raise ConfigError(
-                    f"{run_dir / 'args.yaml'}: not found: {run_dir} is not a run folder, or its run was stopped "
-                    "before it wrote its config; start the run with --cfg"
-                )
-            config = load_train_config(args.cfg or run_dir / "args.yaml", args.overrides)
-            if not args.force:
-                check_resume_config(run_dir / "last.pt", to_dict(config))
-        else:
-            config = load_train_config(args.cfg, args.overrides)
-            run_dir = run_directory(config, args.cfg)
         context = init_distributed(config.device)
-    except (ConfigError, CheckpointError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except RuntimeError as error:  # device: cuda without CUDA, or a process group that cannot form
+        raise ConfigError(str(error)) from error
     try:
         if context.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -134,12 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume and not resume and context.is_main:
             logger.warning("%s: no last.pt (stopped before its first epoch completed): starting afresh", run_dir)
         with InterruptHandler() as interrupt:
-            trainer = Trainer(
+            trainer = build_trainer(
                 config,
                 run_dir,
                 resume=resume,
                 progress=not args.no_progress,
-                context=context,
+                distributed=context,
                 callbacks=[interrupt],
             )
             result = trainer.fit()
@@ -147,9 +140,6 @@ def main(argv: list[str] | None = None) -> int:
         if context.is_main:
             report_interrupted(stop, run_dir)
         return 128 + stop.signal_number
-    except (ConfigError, CheckpointError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     finally:
         cleanup_distributed(context)
     if context.is_main:

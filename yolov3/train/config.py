@@ -17,6 +17,7 @@ from yolov3.config_loading import apply_overrides, load_dataclass, load_yaml
 from yolov3.data.dataset_config import DatasetConfig
 from yolov3.data.multiscale import MultiScaleConfig
 from yolov3.data.transforms import AugmentConfig
+from yolov3.inference.detection_config import EVALUATION_DETECTION, DetectionConfig
 from yolov3.loss.yolo_loss import LossConfig
 from yolov3.train.optimizer import OptimizerConfig
 from yolov3.train.schedule import ScheduleConfig
@@ -101,10 +102,20 @@ class EvalConfig:
     """Validation: how often, and how detections are made (low threshold, as for mAP)."""
 
     every_epochs: int = 1
-    conf_threshold: float = 0.001
-    iou_threshold: float = 0.6
-    max_detections: int = 300
+    conf_threshold: float = EVALUATION_DETECTION.conf_threshold
+    iou_threshold: float = EVALUATION_DETECTION.iou_threshold
+    max_detections: int = EVALUATION_DETECTION.max_detections
     metric: Literal["coco", "voc"] = "coco"  # which mAP@0.5 picks best.pt
+
+    def __post_init__(self) -> None:
+        _ = self.detection  # DetectionConfig checks the values (its errors name the key)
+
+    @property
+    def detection(self) -> DetectionConfig:
+        """How validation detects: these thresholds and cap, every class that passes (as for mAP)."""
+        return EVALUATION_DETECTION.with_values(
+            conf_threshold=self.conf_threshold, iou_threshold=self.iou_threshold, max_detections=self.max_detections
+        )
 
 
 @dataclass(frozen=True)
@@ -139,3 +150,13 @@ def load_train_config(path: str | os.PathLike, overrides: list[str] | tuple[str,
     """Read ``path``, apply ``a.b=value`` overrides, and check everything against :class:`TrainConfig`."""
     mapping = apply_overrides(load_yaml(path), list(overrides))
     return load_dataclass(TrainConfig, mapping, source=str(path))
+
+
+def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping (``to_dict`` of a config) as ``{dotted key: leaf}``; tuples become lists, as in YAML."""
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.removesuffix("."): list(node) if isinstance(node, tuple) else node}

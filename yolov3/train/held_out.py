@@ -8,7 +8,7 @@ config's dataset exactly as ``python -m yolov3.evaluate --weights ... --data <co
 *excluding* the time spent in these evaluations, mAP@0.5, mAP@[.5:.95] and per-class AP::
 
     held_out = HeldOutEvaluation(split="test", every_epochs=5)
-    Trainer(config, run_dir, callbacks=[held_out]).fit()
+    build_trainer(config, run_dir, callbacks=[held_out]).fit()
     for record in held_out.records: print(record.epoch, record.minutes, record.map50)
 
 The records and the clock go into every checkpoint, so a resumed run continues both. Under DDP only rank 0
@@ -21,17 +21,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from yolov3.data.dataset_config import Split
 from yolov3.data.transforms import NORMALIZATION_FILL
 from yolov3.evaluation.dataset_run import DatasetEvaluation, DatasetEvaluationSettings, DataSource, evaluate_on_dataset
 from yolov3.inference.model_loading import LoadedModel
 from yolov3.inference.preprocess import Preprocessing
-from yolov3.train.callbacks import TrainerCallback
+from yolov3.train.callbacks import TrainerCallback, TrainingContext
 from yolov3.train.config import TrainConfig
-
-if TYPE_CHECKING:
-    from yolov3.train.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +84,7 @@ class HeldOutEvaluation(TrainerCallback):
 
     def __init__(
         self,
-        split: str = "test",
+        split: Split = "test",
         every_epochs: int = 5,
         *,
         at_start: bool = False,
@@ -102,27 +100,27 @@ class HeldOutEvaluation(TrainerCallback):
     def _minutes(self) -> float:
         return self._minutes_before + (time.perf_counter() - self._clock_start) / 60.0
 
-    def evaluate(self, trainer: Trainer) -> DatasetEvaluation:
-        """Score the trainer's current model (EMA if any) on the held-out split, as ``evaluate --data`` does."""
-        config = trainer.config
+    def evaluate(self, context: TrainingContext) -> DatasetEvaluation:
+        """Score the run's current model (EMA if any) on the held-out split, as ``evaluate --data`` does."""
+        config = context.config
         fill = NORMALIZATION_FILL[config.data.augment.normalization][0] / 255.0
-        model = trainer.ema.module if trainer.ema is not None else trainer.raw_model
+        model = context.eval_model
         loaded = LoadedModel(
-            model, list(trainer.head_specs), trainer.class_names, (config.data.image_size,) * 2,
-            Preprocessing(letterbox=True, fill=fill), f"{config.model.name} being trained in {trainer.run_dir}",
+            model, list(context.head_specs), context.class_names, (config.data.image_size,) * 2,
+            Preprocessing(letterbox=True, fill=fill), f"{config.model.name} being trained in {context.run_dir}",
             config.data.augment.normalization,
         )  # fmt: skip
-        settings = DatasetEvaluationSettings(split=self.split, device=str(trainer.device))
+        settings = DatasetEvaluationSettings(split=self.split, device=str(context.device))
         was_training = model.training
         try:
             return evaluate_on_dataset(loaded, data_source_from_config(config), settings)
         finally:
             model.train(was_training)
 
-    def _record(self, trainer: Trainer, epoch: int, val_map50: float | None) -> None:
-        minutes = self._minutes() if epoch > trainer.start_epoch else self._minutes_before  # the clock stops ...
+    def _record(self, context: TrainingContext, epoch: int, val_map50: float | None) -> None:
+        minutes = self._minutes() if epoch > context.start_epoch else self._minutes_before  # the clock stops ...
         started = time.perf_counter()
-        evaluation = self.evaluate(trainer)
+        evaluation = self.evaluate(context)
         seconds = time.perf_counter() - started
         self._clock_start += seconds  # ... and restarts after the evaluation
         record = record_from_evaluation(evaluation, epoch, minutes, val_map50, seconds)
@@ -134,15 +132,15 @@ class HeldOutEvaluation(TrainerCallback):
         if self.on_record is not None:
             self.on_record(record)
 
-    def on_fit_start(self, trainer: Trainer) -> None:
+    def on_fit_start(self, context: TrainingContext) -> None:
         self._clock_start = time.perf_counter()
-        if self.at_start and trainer.start_epoch == 0 and not self.records and trainer.context.is_main:
-            self._record(trainer, 0, None)  # at 0 minutes
+        if self.at_start and context.start_epoch == 0 and not self.records and context.is_main:
+            self._record(context, 0, None)  # at 0 minutes
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, context: TrainingContext, epoch: int, metrics: dict[str, float]) -> None:
         done = epoch + 1
-        if trainer.context.is_main and (done % self.every_epochs == 0 or done == trainer.config.train.epochs):
-            self._record(trainer, done, metrics.get("mAP50"))
+        if context.is_main and (done % self.every_epochs == 0 or done == context.config.train.epochs):
+            self._record(context, done, metrics.get("mAP50"))
 
     def state_dict(self) -> dict[str, Any]:
         return {"records": [record.to_dict() for record in self.records], "minutes": self._minutes()}

@@ -16,7 +16,7 @@ import sys
 from types import FrameType
 from typing import Any
 
-from yolov3.train.callbacks import TrainerCallback
+from yolov3.train.callbacks import TrainerCallback, TrainingContext
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -60,8 +60,8 @@ class InterruptHandler(TrainerCallback):
         if self.requested is not None:
             raise TrainingInterruptedError(self.requested)
 
-    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+    def on_epoch_start(self, context: TrainingContext, epoch: int) -> None:
         self.check()
 
-    def on_optimizer_step(self, trainer: Any, step: int) -> None:
+    def on_optimizer_step(self, context: TrainingContext, step: int) -> None:
         self.check()

@@ -34,7 +34,8 @@ class OptimizerConfig:
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: weights of convs/linears (decayed), and biases + norm parameters (not decayed)."""
-    decayed, not_decayed = [], []
+    decayed: list[nn.Parameter] = []
+    not_decayed: list[nn.Parameter] = []
     norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
     for module in model.modules():
         for name, parameter in module.named_parameters(recurse=False):

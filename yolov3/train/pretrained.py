@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from yolov3.checkpoint import CheckpointError, load_checkpoint
 from yolov3.inference.model_loading import is_checkpoint_file
+from yolov3.models.darknet_io import DarknetIO
 from yolov3.models.pretrained import (
     DEFAULT_OBJECTNESS_PRIOR,
     LayerRow,
@@ -25,7 +27,6 @@ from yolov3.models.pretrained import (
     load_darknet_pretrained,
     output_conv_modules,
 )
-from yolov3.train.checkpoint import CheckpointError, load_checkpoint
 from yolov3.train.config import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -55,10 +56,10 @@ def _state_from_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], str]:
         checkpoint = load_checkpoint(path)
     except CheckpointError as error:
         raise PretrainedWeightsError(str(error)) from error
-    spec = checkpoint.get("model", {})
-    held = f"{spec.get('name')} {spec.get('kwargs', {})}" if isinstance(spec, dict) else "an unnamed model"
-    state = checkpoint.get("ema_state") or checkpoint.get("model_state")
-    if not isinstance(state, dict):
+    spec = checkpoint.model
+    held = f"{spec.name} {spec.options}" if spec is not None else "an unnamed model"
+    state = checkpoint.inference_state
+    if state is None:
         raise PretrainedWeightsError(f"{path}: the checkpoint has no model_state")
     # A pruned state holds <name>_orig and <name>_mask: the pruned tensor is their product.
     merged = {}
@@ -128,6 +129,8 @@ def prepare_initial_weights(model: nn.Module, config: ModelConfig) -> Pretrained
             model, config.weights, strict=config.weights_strict, objectness_prior=config.objectness_prior
         )
     if config.backbone_weights is not None:
+        if not isinstance(model, DarknetIO):
+            raise ValueError(f"model.backbone_weights: a {type(model).__name__} has no Darknet form to load them into")
         header = model.load_darknet_weights(Path(config.backbone_weights).expanduser(), cutoff=config.backbone_cutoff)
         logger.info(
             "loaded backbone %s (layers 0..%d, seen %s)", config.backbone_weights, config.backbone_cutoff - 1,

@@ -70,9 +70,14 @@ class StepRunner:
         input_size = (images.shape[2], images.shape[3])
         images = images.contiguous(memory_format=self.memory_format)
         closes_window = last or self.pending + 1 >= self.accumulate
-        synchronize = closes_window or not isinstance(self.model, DistributedDataParallel)
         buffers = [buffer.detach().clone() for buffer in self.model.buffers()]  # BN statistics, restored on NaN
-        with contextlib.nullcontext() if synchronize else self.model.no_sync():
+        model = self.model
+        gradient_sync = (
+            model.no_sync()  # DDP: gradients are reduced only on the micro-batch that closes the window
+            if isinstance(model, DistributedDataParallel) and not closes_window
+            else contextlib.nullcontext()
+        )
+        with gradient_sync:
             with torch.autocast(
                 self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
             ):
@@ -120,6 +125,10 @@ class StepRunner:
         )
         self.optimizer.zero_grad(set_to_none=True)
         self.pending = 0
+
+    def gradient_scale(self) -> float:
+        """The factor the backward pass applies to a loss: the AMP loss scale (1.0 without fp16) / ``accumulate``."""
+        return float(self.scaler.get_scale()) / self.accumulate
 
     def state_dict(self) -> dict:
         return {"scaler": self.scaler.state_dict(), "optimizer_steps": self.optimizer_steps}

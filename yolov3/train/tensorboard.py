@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from yolov3.data.transforms import tensor_to_image
+from yolov3.data.transforms import Normalization, tensor_to_image
 from yolov3.evaluation.coco import CocoReport
 from yolov3.evaluation.plots import pr_curves
 from yolov3.inference.draw import draw_detections
@@ -39,7 +39,7 @@ class TrainingBoard:
         samples: Sequence[tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]],
         class_names: Sequence[str],
         step: int,
-        normalization: str = "darknet",
+        normalization: Normalization = "darknet",
         score_threshold: float = 0.25,
     ) -> None:
         """Validation images in network pixels: true boxes in white, predictions above the threshold coloured."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -13,13 +13,26 @@ from tqdm import tqdm
 
 from yolov3.data.collate import Batch
 from yolov3.evaluation.coco import CocoReport, evaluate_coco
-from yolov3.evaluation.dataset_gt import coco_detections
 from yolov3.evaluation.voc import VocReport, evaluate_voc
+from yolov3.inference.coco_results import coco_detections
 from yolov3.inference.decode import decode_outputs
-from yolov3.inference.postprocess import postprocess
-from yolov3.models.yolo_head import YoloHeadSpec
+from yolov3.inference.detection_config import EVALUATION_DETECTION, DetectionConfig
+from yolov3.inference.postprocess import detect_rows
+from yolov3.inference.region_decode import DarknetHeadSpec
+from yolov3.models.yolo_head import YoloHeadSpec, model_yolo_heads
+
+if TYPE_CHECKING:
+    from yolov3.train.config import EvalConfig
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ValidationData:
+    """What validation scores against: letterboxed batches and their COCO ground truth (original pixels)."""
+
+    batches: Iterable[Batch]
+    ground_truth: dict[str, Any] = field(repr=False)
 
 
 @dataclass
@@ -45,18 +58,25 @@ class ValidationResult:
 def validate(
     model: nn.Module,
     batches: Iterable[Batch],
-    head_specs: Sequence[YoloHeadSpec],
+    head_specs: Sequence[YoloHeadSpec | DarknetHeadSpec],
     ground_truth: dict[str, Any],
     *,
-    conf_threshold: float = 0.001,
-    iou_threshold: float = 0.6,
-    max_detections: int = 300,
+    detection: DetectionConfig = EVALUATION_DETECTION,
+    conf_threshold: float | None = None,
+    iou_threshold: float | None = None,
+    max_detections: int | None = None,
     metric: str = "coco",
     device: torch.device | str = "cpu",
     num_sample_images: int = 0,
     progress: bool = True,
 ) -> ValidationResult:
-    """Run ``model`` over ``batches``, map boxes back to original pixels and evaluate against ``ground_truth``."""
+    """Run ``model`` over ``batches``, map boxes back to original pixels and evaluate against ``ground_truth``.
+
+    Detections are made as ``detection`` says (default: mAP's, every class that passes); ``conf_threshold``,
+    ``iou_threshold`` and ``max_detections``, when given, replace its fields."""
+    detection = detection.with_values(
+        conf_threshold=conf_threshold, iou_threshold=iou_threshold, max_detections=max_detections
+    )
     was_training = model.training
     model.eval()
     detections: list[dict[str, Any]] = []
@@ -65,9 +85,7 @@ def validate(
         images = batch.images.to(device, non_blocking=True)
         input_size = (images.shape[2], images.shape[3])
         decoded = decode_outputs(model(images), list(head_specs), input_size)
-        results = postprocess(
-            decoded.float(), conf_threshold, iou_threshold, max_detections, multi_label=True, class_agnostic=False
-        )
+        results = detect_rows(decoded.float(), detection)
         for index, result in enumerate(results):
             if len(samples) < num_sample_images:  # network-input pixels, for TensorBoard images
                 truth = batch.targets[batch.targets[:, 0] == index, 1:]
@@ -80,3 +98,20 @@ def validate(
     map50 = float(voc.mean_ap or 0.0) if voc is not None else float(coco.stats["AP50"])
     logger.info("validation: mAP@0.5 %.4f, mAP@[.5:.95] %.4f, %d detections", map50, coco.stats["AP"], len(detections))
     return ValidationResult(coco, voc, max(map50, 0.0), detections, samples)
+
+
+def validate_with(
+    model: nn.Module,
+    data: ValidationData,
+    evaluation: EvalConfig,
+    *,
+    device: torch.device | str = "cpu",
+    num_sample_images: int = 0,
+    progress: bool = False,
+) -> ValidationResult:
+    """:func:`validate` of ``model`` (its own ``head_specs``) on ``data`` with the thresholds and metric of a
+    training config's ``eval`` section, as the trainer validates."""
+    return validate(
+        model, data.batches, model_yolo_heads(model), data.ground_truth, detection=evaluation.detection,
+        metric=evaluation.metric, device=device, num_sample_images=num_sample_images, progress=progress,
+    )  # fmt: skip
