@@ -1,4 +1,4 @@
-"""``python tests/block_in_step.py MODULE [ARGS ...]``: run ``MODULE.main(ARGS)`` (e.g. ``yolov3.train.cli``) in this
+"""``python tests/block_in_step.py MODULE [ARGS ...]``: run ``MODULE.main(ARGS)`` (e.g. ``yolov3.cli.train``) in this
 process with its first optimizer step made endless, so that signals reliably land *during* training.
 
 After the step, the interrupt handler's hook writes :data:`IN_STEP` to stderr and then sleeps in a loop instead

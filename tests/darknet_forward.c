@@ -58,9 +58,12 @@ int main(void) {
             for (int index = 0; index < net.n; ++index) {
                 layer l = net.layers[index];
                 if (strcmp(mode, "all") != 0 && !is_head(l.type)) continue;
+                /* an anti-aliased layer keeps its stride-1 size; its blurred output (the blur's size, what the
+                 * next layer reads) is copied to the start of l.output */
+                layer *shape = l.antialiasing ? l.input_layer : &l;
                 snprintf(path, sizeof(path), "%s.%d.bin", prefix, index);
-                write_floats(path, l.output, (size_t)l.outputs);
-                printf("layer %d %d %d %d %d\n", index, (int)l.type, l.out_c, l.out_h, l.out_w);
+                write_floats(path, l.output, (size_t)shape->outputs);
+                printf("layer %d %d %d %d %d\n", index, (int)l.type, shape->out_c, shape->out_h, shape->out_w);
             }
             if (strcmp(mode, "boxes") == 0) {
                 int count = 0;

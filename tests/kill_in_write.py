@@ -1,4 +1,4 @@
-"""``python tests/kill_in_write.py MODULE [ARGS ...]``: run ``MODULE.main(ARGS)`` (e.g. ``yolov3.train.cli``) in this
+"""``python tests/kill_in_write.py MODULE [ARGS ...]``: run ``MODULE.main(ARGS)`` (e.g. ``yolov3.cli.train``) in this
 process, and with ``YOLOV3_TEST_KILL_IN_WRITE=N`` SIGKILL it inside its Nth atomic file write.
 
 The kill lands where a ``kill -9`` during a checkpoint write would: the temporary file beside the target holds

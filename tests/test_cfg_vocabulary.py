@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+import torch
 
 from yolov3.darknet.cfg import CfgError, parse_cfg_text
 from yolov3.models.darknet import Darknet
@@ -74,8 +75,8 @@ def test_unknown_keys_in_layer_sections_stay_errors() -> None:
 @pytest.mark.parametrize(
     ("option", "fragment"),
     [
-        ("coordconv=1", "coordconv=1 is read by Darknet but CoordConv is not implemented"),
-        ("antialiasing=1", "antialiasing=1 is read by Darknet but anti-aliased"),
+        ("share_index=0", "share_index=0 is read by Darknet but weight sharing between layers is not implemented"),
+        ("sway=1", "sway=1 is read by Darknet but weight-deforming convolutions"),
     ],
 )
 def test_keys_that_change_the_forward_but_are_not_built_are_refused(option: str, fragment: str) -> None:
@@ -160,3 +161,45 @@ def test_reorg3d_reverse_needs_output_channels_darknet_can_permute() -> None:
     with pytest.raises(CfgError, match=r"x\.cfg:8: \[reorg3d\] reverse=1 gives 6 channels, not divisible by"):
         Darknet(parse_cfg_text(text, source="x.cfg"))
     Darknet(parse_cfg_text(text.replace("filters=24", "filters=32")))
+
+
+@pytest.mark.parametrize(
+    ("layers", "fragment"),
+    [
+        (CONV + "antialiasing=3\n", r"x\.cfg:5: \[convolutional\] antialiasing=3 is not one of 0, 1"),
+        (CONV + "xnor=1\nantialiasing=1\n", r"x\.cfg:5: \[convolutional\] xnor=1 with antialiasing is refused"),
+        ("[maxpool]\nmaxpool_depth=1\nantialiasing=1\n", r"x\.cfg:5: \[maxpool\] maxpool_depth=1 with antialiasing"),
+        (CONV + "[maxpool]\nmaxpool_depth=1\nout_channels=5\n", r"x\.cfg:10: \[maxpool\] out_channels=5 is more than"),
+        (CONV + "antialiasing=1\n" + CONV + "[route]\nlayers=-2\n", r"x\.cfg:16: \[route\] reads layer 0, an anti-al"),
+        (
+            CONV + "stride=2\nantialiasing=2\n" + CONV + "[shortcut]\nfrom=-2\n",
+            r"x\.cfg:17: \[shortcut\] reads layer 0",
+        ),
+        ("[activation]\nactivation=mish\n", r"x\.cfg:5: \[activation\] activation=mish is refused: .* outputs 0"),
+        ("[connected]\noutput=4\nactivation=swish\n", r"x\.cfg:5: \[connected\] activation=swish is refused"),
+        (
+            CONV + "[avgpool]\n[scale_channels]\nfrom=-2\nactivation=swish\n",
+            r"x\.cfg:11: \[scale_channels\] activation=sw",
+        ),
+    ],
+)
+def test_fork_layers_darknet_cannot_compute_as_written_are_cfg_errors(layers: str, fragment: str) -> None:
+    with pytest.raises(CfgError, match=fragment):
+        Darknet(parse_cfg_text(NET + layers, source="x.cfg"))
+
+
+def test_antialiasing_pooling_over_channels_and_dense_layers_build_with_darknets_shapes() -> None:
+    """Shapes as Darknet's make_*_layer gives them (the values are compared with Darknet in test_darknet_layers)."""
+    text = NET + CONV + "stride=2\nantialiasing=1\n"  # conv at stride 1, then a 3x3 blur with stride 2: 16x16
+    text += "[maxpool]\nsize=2\nstride_x=2\nstride_y=1\n"  # 16x8
+    text += "[maxpool]\nsize=2\nstride=2\nantialiasing=2\n"  # pool at stride 1 (16x8), 2x2 blur stride 2: 8x4
+    text += "[maxpool]\nmaxpool_depth=1\nout_channels=3\n"  # 3 channels
+    text += "[implicit]\nfilters=6\natoms=2\n[batchnorm]\n[activation]\nactivation=leaky\n"
+    text += "[connected]\noutput=7\nbatch_normalize=1\n"
+    model = Darknet(parse_cfg_text(text)).eval()
+    shapes = [node.output_shape for node in model.nodes]
+    assert shapes == [(4, 16, 16), (4, 16, 8), (4, 8, 4), (3, 8, 4), (6, 2, 1), (6, 2, 1), (6, 2, 1), (7, 1, 1)]
+    floats = sum(parameters.num_floats for parameters in model.darknet_conv_parameters())
+    assert floats == (4 + 4 * 27) + 6 * 2 + 4 * 6 + (7 + 7 * 12 + 3 * 7)  # no floats for the blurs
+    (logits,) = model(torch.rand(2, 3, 32, 32))
+    assert logits.shape == (2, 7)

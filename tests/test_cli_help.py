@@ -23,9 +23,6 @@ KNOWN = {
     "yolov3.detect", "yolov3.evaluate", "yolov3.export", "yolov3.lr", "yolov3.prune", "yolov3.summary",
     "yolov3.train", "yolov3.weights",
 }  # fmt: skip
-# Entry points whose CLI has not moved into yolov3/cli/ yet (all four use the runner's @command): train and export
-# run their packages' cli.py, prune and compress parse their arguments themselves.
-NOT_YET_THIN = {"yolov3.compress", "yolov3.prune", "yolov3.train", "yolov3.export"}
 
 
 def documented_commands() -> set[str]:
@@ -48,7 +45,7 @@ def test_help(module: str, capsys: pytest.CaptureFixture[str], monkeypatch: pyte
     assert out.startswith(f"usage: python -m {module}"), out[:200]
 
 
-@pytest.mark.parametrize("module", sorted(KNOWN - NOT_YET_THIN))
+@pytest.mark.parametrize("module", sorted(KNOWN))
 def test_entry_points_only_call_the_cli_package(module: str) -> None:
     """``yolov3/<name>.py`` (or a package's ``__main__.py``) imports ``main`` from ``yolov3.cli`` and runs it."""
     spec = importlib.util.find_spec(module)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from test_train import write_config
 
-from yolov3 import compress
 from yolov3.checkpoint import Checkpoint, ModelSpec, load_checkpoint, model_from_checkpoint, save_checkpoint
+from yolov3.cli import compress
 from yolov3.compression.sharing import conv_layers
 from yolov3.compression.storage import load_compressed
 from yolov3.models import create_model

@@ -46,10 +46,11 @@ def guide_blocks() -> list[tuple[str, str, str]]:
 
 
 def run_module(module: str, arguments: list[str]) -> int:
-    """``python -m module arguments``, in-process: the module's ``main`` (or its ``cli.main``)."""
+    """``python -m module arguments``, in-process: the module's ``main`` (for a package such as ``yolov3.train``,
+    whose ``__main__`` runs on import, the ``main`` of its command module ``yolov3.cli.<name>``)."""
     target = importlib.import_module(module)
     if not hasattr(target, "main"):
-        target = importlib.import_module(f"{module}.cli")
+        target = importlib.import_module(f"yolov3.cli.{module.rsplit('.', 1)[-1]}")
     return target.main(arguments)
 
 

@@ -3,6 +3,7 @@ of every layer within 1e-4 relative, and ``.weights`` byte for byte what Darknet
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 
@@ -11,7 +12,16 @@ import pytest
 import torch
 from darknet_harness import DarknetJob, compile_harness, run_darknet
 
-from yolov3.darknet.cfg import ConvLstmSection, ConvolutionalSection, CrnnSection, ShortcutSection, parse_cfg_text
+from yolov3.darknet.cfg import (
+    BatchnormSection,
+    ConnectedSection,
+    ConvLstmSection,
+    ConvolutionalSection,
+    CrnnSection,
+    ImplicitSection,
+    ShortcutSection,
+    parse_cfg_text,
+)
 from yolov3.darknet.graph import HEAD_SECTIONS, build_graph
 from yolov3.models.darknet import Darknet
 from yolov3.models.darknet_layers import darknet_head_activation
@@ -328,6 +338,122 @@ num=2
 classes=2
 """,
 )
+CFGS["maxpool_strides_depth_antialiasing"] = (
+    32,
+    """
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+pad=1
+activation=leaky
+[maxpool]
+size=2
+stride_x=2
+stride_y=1
+[maxpool]
+size=3
+stride=1
+stride_y=2
+[maxpool]
+maxpool_depth=1
+out_channels=3
+[route]
+layers=-2
+[maxpool]
+size=2
+stride=2
+antialiasing=1
+[maxpool]
+size=3
+stride_x=1
+stride_y=2
+antialiasing=2
+[convolutional]
+filters=14
+size=1
+activation=linear
+[yolo]
+mask=0,1
+anchors=4,6,10,12
+num=2
+classes=2
+""",
+)
+CFGS["conv_antialiasing_coordconv"] = (
+    32,
+    """
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+antialiasing=1
+[convolutional]
+filters=6
+size=3
+stride_x=2
+stride_y=1
+pad=1
+activation=mish
+antialiasing=2
+[convolutional]
+batch_normalize=1
+filters=8
+size=1
+activation=linear
+antialiasing=1
+coordconv=1
+[convolutional]
+filters=14
+size=1
+activation=linear
+[yolo]
+mask=0,1
+anchors=4,6,10,12
+num=2
+classes=2
+""",
+)
+CFGS["implicit_connected_batchnorm_activation"] = (
+    16,
+    """
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+[batchnorm]
+[activation]
+activation=tanh
+[implicit]
+filters=8
+[scale_channels]
+from=-2
+[implicit]
+filters=8
+atoms=2
+mean=0.5
+std=0.1
+[route]
+layers=-2
+[connected]
+output=10
+batch_normalize=1
+activation=leaky
+[connected]
+output=6
+activation=gelu
+[activation]
+activation=elu
+[connected]
+output=5
+""",
+)
 # Cfgs whose first layer binarizes the input: it gets signs at random and magnitudes in [0.05, 1], so no value
 # sits near 0, where Darknet's sign and ours could round apart (later xnor layers read integer counts times a
 # scale plus a bias, which land near 0 with probability about 1e-6 per filter).
@@ -390,8 +516,8 @@ def _random_conv(rng: np.random.Generator, filters: int, fan_in: int, batch_norm
 
 
 def write_random_weights(cfg, path: Path, seed: int) -> None:
-    """Random .weights for every conv, [crnn], [conv_lstm] and weighted shortcut of ``cfg`` (layout from
-    Darknet's parser.c)."""
+    """Random .weights for every conv, [crnn], [conv_lstm], weighted shortcut, [implicit], [batchnorm] and
+    [connected] of ``cfg`` (layout from Darknet's parser.c load_weights_upto)."""
     rng = np.random.default_rng(seed)
     chunks = [struct.pack("<3iq", 0, 2, 5, 0)]
     for node in build_graph(cfg):
@@ -411,6 +537,17 @@ def write_random_weights(cfg, path: Path, seed: int) -> None:
             for inputs in (section.output,) * recurrent + (node.in_channels,) * 4:
                 fan_in = inputs // section.groups * section.size**2
                 parts += _random_conv(rng, section.output, fan_in, section.batch_normalize)
+        elif isinstance(section, ImplicitSection):
+            parts = [rng.normal(0.0, 1.0, section.filters * section.atoms)]
+        elif isinstance(section, BatchnormSection):  # biases, scales, rolling mean, rolling variance
+            channels = node.in_channels
+            parts = [rng.normal(0, 0.1, channels), rng.uniform(0.4, 0.9, channels)]
+            parts += [rng.normal(0, 0.1, channels), rng.uniform(0.5, 1.5, channels)]
+        elif isinstance(section, ConnectedSection):  # biases, weights, [scales, rolling mean, rolling variance]
+            inputs, outputs = math.prod(node.input_shape), section.output
+            parts = [rng.normal(0.0, 0.1, outputs), rng.normal(0.0, inputs**-0.5, outputs * inputs)]
+            if section.batch_normalize:
+                parts += [rng.uniform(0.4, 0.9, outputs), rng.normal(0, 0.1, outputs), rng.uniform(0.5, 1.5, outputs)]
         elif isinstance(section, ShortcutSection) and section.weights_type != "none":
             per_input = node.in_channels if section.weights_type == "per_channel" else 1
             parts = [rng.normal(0.5, 0.5, (len(section.from_layer) + 1) * per_input)]

@@ -18,13 +18,13 @@ from test_darknet_layers import write_random_weights
 from test_detect_darknet import HARNESS_SOURCE, darknet_detections, match, our_detections
 
 from yolov3 import evaluate
+from yolov3.cli.export import main as export_main
 from yolov3.darknet.cfg import parse_cfg_text
 from yolov3.darknet.graph import HEAD_SECTIONS
 from yolov3.data.dataset_config import build_dataset
 from yolov3.data.image_io import read_image_rgb
 from yolov3.detect import main as detect_main
 from yolov3.evaluation.dataset_run import DatasetEvaluationSettings, evaluate_on_dataset, read_data_source
-from yolov3.export.cli import main as export_main
 from yolov3.inference.model_loading import load_inference_model
 from yolov3.inference.postprocess import darknet_postprocess
 from yolov3.inference.predictor import Predictor, model_head_specs

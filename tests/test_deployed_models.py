@@ -14,8 +14,10 @@ import torch
 import yaml
 from test_train import tiny_config
 
-from yolov3 import compress, evaluate
+from yolov3 import evaluate
 from yolov3.checkpoint import load_checkpoint, model_from_checkpoint
+from yolov3.cli import compress
+from yolov3.cli.export import main as export_main
 from yolov3.compression.masks import prunable_layers
 from yolov3.compression.sharing import share_weights
 from yolov3.compression.storage import write_compressed
@@ -23,7 +25,6 @@ from yolov3.compression.structured import prune_channels
 from yolov3.detect import main as detect_main
 from yolov3.evaluation.dataset_run import DatasetEvaluationSettings, evaluate_on_dataset, read_data_source
 from yolov3.export import export_onnx
-from yolov3.export.cli import main as export_main
 from yolov3.inference.model_loading import ModelLoadingError, load_inference_model
 from yolov3.inference.onnx_backend import OnnxModelError
 from yolov3.train.builder import build_trainer

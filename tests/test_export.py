@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from yolov3.checkpoint import Checkpoint, ModelSpec, save_checkpoint
+from yolov3.cli.export import main
 from yolov3.darknet.cfg import parse_cfg
 from yolov3.data.image_io import read_image_rgb
 from yolov3.data.shapes import SceneOptions, draw_scene
@@ -30,7 +31,6 @@ from yolov3.export import (
     quantize_int8,
     select_calibration_images,
 )
-from yolov3.export.cli import main
 from yolov3.export.onnx_export import ExportError
 from yolov3.inference import Predictor, Preprocessing, decode_outputs, postprocess, preprocess
 from yolov3.inference.predictor import model_head_specs

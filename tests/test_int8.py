@@ -21,6 +21,7 @@ from torch.ao.quantization import FakeQuantizeBase, disable_fake_quant
 
 from yolov3 import evaluate
 from yolov3.checkpoint import load_checkpoint
+from yolov3.cli.export import main as export_main
 from yolov3.compression.qat import (
     QatConfig,
     QuantizationAwareDetector,
@@ -30,7 +31,6 @@ from yolov3.compression.qat import (
     reference_quantized_model,
 )
 from yolov3.data.image_io import read_image_rgb
-from yolov3.export.cli import main as export_main
 from yolov3.export.int8_qat import deployable_network, export_qat_onnx
 from yolov3.export.onnx_export import ExportError, export_onnx
 from yolov3.export.quantize import select_calibration_images

@@ -90,7 +90,7 @@ def test_second_sigint_exits_at_once(tmp_path: Path) -> None:
     step (the first SIGINT's stop flag is only read when a step ends), so only the second SIGINT can end it."""
     config = write_config(tmp_path, **{"train.epochs": 50, "data.augment": {}})
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "block_in_step.py"), "yolov3.train.cli", "--cfg", str(config),
+        [sys.executable, str(ROOT / "tests" / "block_in_step.py"), "yolov3.cli.train", "--cfg", str(config),
          "--no-progress"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,

@@ -26,7 +26,7 @@ from kill_in_write import KILL_IN_WRITE
 from test_train import tiny_config
 
 from yolov3.checkpoint import Checkpoint, ModelSpec, load_checkpoint, save_checkpoint
-from yolov3.train import cli
+from yolov3.cli import train as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = 20
@@ -160,7 +160,7 @@ def test_twenty_kill_9s_and_resumes_end_equal_to_an_uninterrupted_run(tmp_path: 
     killed_config = write_run_config(tmp_path / "killed")
     killed = tmp_path / "killed" / "logs" / "run"
     log = tmp_path / "killed.log"
-    launcher = [sys.executable, str(ROOT / "tests" / "kill_in_write.py"), "yolov3.train.cli", "--no-progress"]
+    launcher = [sys.executable, str(ROOT / "tests" / "kill_in_write.py"), "yolov3.cli.train", "--no-progress"]
     rng = random.Random(15)
     # Where the kills land, in epochs of training (sorted: the run moves on as they do), and how.
     points = sorted(rng.uniform(0.0, EPOCHS) for _ in range(KILLS))

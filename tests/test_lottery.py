@@ -10,8 +10,8 @@ import pytest
 import torch
 from test_train import random_batch, write_config
 
-from yolov3 import prune as prune_cli
 from yolov3.checkpoint import load_checkpoint
+from yolov3.cli import prune as prune_cli
 from yolov3.compression import effective_weight, magnitude_prune, prunable_layers, pruning_masks
 from yolov3.compression.lottery import (
     RewindPoint,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from test_train import random_batch, write_config
 
-from yolov3 import prune as prune_cli
 from yolov3.checkpoint import Checkpoint, ModelSpec, load_checkpoint, model_from_checkpoint, save_checkpoint
+from yolov3.cli import prune as prune_cli
 from yolov3.compression import (
     GradualPruningCallback,
     PruningConfig,

@@ -9,8 +9,8 @@ import yaml
 from test_train import write_config
 
 from yolov3.checkpoint import Checkpoint, save_checkpoint
+from yolov3.cli import train as cli
 from yolov3.config_loading import to_dict
-from yolov3.train import cli
 from yolov3.train.config import load_train_config
 
 

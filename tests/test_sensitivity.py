@@ -9,8 +9,8 @@ import pytest
 import torch
 from test_train import write_config
 
-from yolov3 import prune as prune_cli
 from yolov3.checkpoint import Checkpoint, ModelSpec, save_checkpoint
+from yolov3.cli import prune as prune_cli
 from yolov3.compression import effective_weight, is_pruned, magnitude_prune, prunable_layers, sparsity_report
 from yolov3.compression.schedules import load_pruning_config
 from yolov3.compression.sensitivity import (

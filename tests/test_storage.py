@@ -14,7 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-from yolov3.compression.huffman import (
+from yolov3.compression.masks import finalize_pruning, prunable_layers, prune_to_sparsity
+from yolov3.compression.sharing import SharedWeights, share_weights
+from yolov3.compression.storage import encode_positions, load_compressed, round_to_float16, write_compressed
+from yolov3.huffman import (
     HuffmanError,
     HuffmanStream,
     canonical_codes,
@@ -22,18 +25,7 @@ from yolov3.compression.huffman import (
     huffman_decode,
     huffman_encode,
 )
-from yolov3.compression.masks import finalize_pruning, prunable_layers, prune_to_sparsity
-from yolov3.compression.sharing import SharedWeights, share_weights
-from yolov3.compression.storage import (
-    MAGIC,
-    CompressedFileError,
-    decode_positions,
-    encode_positions,
-    load_compressed,
-    read_compressed,
-    round_to_float16,
-    write_compressed,
-)
+from yolov3.inference.compressed_file import MAGIC, CompressedFileError, decode_positions, read_compressed
 from yolov3.models import create_model
 
 RANDOM = np.random.default_rng(0)

@@ -418,7 +418,7 @@ def test_speed_benchmark_runs_and_records_only_its_own_section(tmp_path: Path, m
 
 @pytest.mark.slow
 def test_prune_cli_structured_saves_darknet_files_and_fine_tunes(tmp_path: Path) -> None:
-    from yolov3 import prune as prune_cli
+    from yolov3.cli import prune as prune_cli
 
     path = write_config(tmp_path, **{"train.epochs": 1, "train.ema": False})
     build_trainer(load_train_config(path), tmp_path / "dense", progress=False).fit()

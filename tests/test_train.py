@@ -15,11 +15,11 @@ import yaml
 
 from yolov3 import lr as lr_cli
 from yolov3.checkpoint import load_checkpoint
+from yolov3.cli import train as cli
 from yolov3.config_loading import to_dict
 from yolov3.hardware import resolve_amp
 from yolov3.loss.yolo_loss import LossOutput, YoloLoss
 from yolov3.models import create_model
-from yolov3.train import cli
 from yolov3.train.builder import build_trainer
 from yolov3.train.config import load_train_config
 from yolov3.train.optimizer import OptimizerConfig, build_optimizer

@@ -31,12 +31,12 @@ from yolov3.compression.masks import SparsityReport, finalize_pruning, prunable_
 from yolov3.compression.pruning_callback import GradualPruningCallback
 from yolov3.compression.schedules import PruningConfig
 from yolov3.config_loading import to_dict
+from yolov3.evaluation.validate import validate_with
 from yolov3.train.builder import build_trainer
 from yolov3.train.callbacks import TrainerCallback
 from yolov3.train.config import TrainConfig, flatten_config
 from yolov3.train.tensorboard import TrainingBoard
 from yolov3.train.trainer import Trainer
-from yolov3.train.validate import validate_with
 
 logger = logging.getLogger(__name__)
 # What a prune run writes into its folder (atomically): partial temporaries of these a kill left are removed.

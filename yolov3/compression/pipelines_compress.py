@@ -41,12 +41,12 @@ from yolov3.compression.pipelines import finetune, record_settings, settings_rec
 from yolov3.compression.report import CompressionReport
 from yolov3.compression.sharing import WeightSharingCallback, detach_sharing, share_weights
 from yolov3.compression.storage import CompressedModel, load_compressed, round_to_float16, write_compressed
+from yolov3.evaluation.validate import validate_with
 from yolov3.train.builder import validation_data
 from yolov3.train.callbacks import TrainerCallback, TrainingContext
 from yolov3.train.config import TrainConfig
 from yolov3.train.distributed import resolve_device
 from yolov3.train.tensorboard import TrainingBoard
-from yolov3.train.validate import validate_with
 
 logger = logging.getLogger(__name__)
 METADATA_KEYS = ("class_names", "input_size", "preprocessing", "normalization")

@@ -32,11 +32,11 @@ from yolov3.compression.sensitivity import (
 from yolov3.data.dataset_config import build_dataset
 from yolov3.data.loader import build_val_loader
 from yolov3.evaluation.dataset_gt import coco_ground_truth
+from yolov3.evaluation.validate import validate
 from yolov3.loss.yolo_loss import YoloLoss
 from yolov3.models.yolo_head import model_yolo_heads
 from yolov3.train.config import TrainConfig
 from yolov3.train.distributed import resolve_device
-from yolov3.train.validate import validate
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 :func:`measure_sensitivity` prunes one conv at a time, alone, by magnitude at each level (10%..90% of its
 weights by default), measures the model with an ``evaluate`` callable, and restores the conv before the
 next measurement. Two measures come ready-made: :func:`loss_proxy` (the YOLO loss on validation batches, in
-eval mode: fast) and mAP@0.5 through :func:`yolov3.train.validate.validate` (slower, the real thing).
+eval mode: fast) and mAP@0.5 through :func:`yolov3.evaluation.validate.validate` (slower, the real thing).
 
 The budget rule (:func:`sensitivity_budget`), for a target sparsity T over the measured convs:
 

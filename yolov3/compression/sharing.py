@@ -18,14 +18,13 @@ a :class:`~yolov3.train.trainer.Trainer`.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from yolov3.inference.compressed_file import SharedLayer, SharedWeights
 from yolov3.train.callbacks import TrainerCallback, TrainingContext
 
 logger = logging.getLogger(__name__)
@@ -74,45 +73,6 @@ def kmeans_1d(values: torch.Tensor, k: int, max_iterations: int = 1000) -> tuple
         centroids, _ = torch.sort(torch.where(counts > 0, means, centroids))
     codebook = centroids.to(torch.float32)
     return codebook, nearest_centroid(samples, codebook.to(torch.float64))
-
-
-@dataclass
-class SharedLayer:
-    """One layer's shared weights: ``weight = 0`` except ``weight[mask] = codebook[index]``.
-
-    ``index`` lists the cluster of each non-zero weight in row-major order of ``mask``.
-    """
-
-    codebook: torch.Tensor  # (k,) float32
-    index: torch.Tensor  # (number of non-zero weights,) int16
-    mask: torch.Tensor  # bool, the weight's shape
-
-    @property
-    def k(self) -> int:
-        return len(self.codebook)
-
-    @property
-    def index_bits(self) -> int:
-        """Bits of one cluster index, ceil(log2 k)."""
-        return max(1, math.ceil(math.log2(self.k)))
-
-    @property
-    def num_nonzero(self) -> int:
-        return len(self.index)
-
-    def weight(self) -> torch.Tensor:
-        """The shared weight tensor ``W = C[I]`` with zeros where pruned."""
-        values = self.codebook[self.index.long()]
-        return torch.zeros(self.mask.shape, dtype=self.codebook.dtype, device=self.codebook.device).masked_scatter(
-            self.mask, values
-        )
-
-
-@dataclass
-class SharedWeights:
-    """The shared layers of a model, by module name (``model.get_submodule(name).weight``)."""
-
-    layers: dict[str, SharedLayer]
 
 
 def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:

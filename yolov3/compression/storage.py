@@ -22,9 +22,10 @@ key, in order, either
   number of zeros before the next non-zero weight; the largest symbol, ``2**position_bits - 1``, is the
   paper's filler: that many zeros and no weight, for gaps too long for the index width).
 
-Each stream is stored ``raw`` (fixed width, bit-packed), ``huffman`` (:mod:`yolov3.compression.huffman`)
+Each stream is stored ``raw`` (fixed width, bit-packed), ``huffman`` (:mod:`yolov3.huffman`)
 or ``constant`` (one value repeated: no payload), whichever is smallest unless ``coding`` forces one.
-Reading rebuilds the model with ``create_model`` and loads the decoded ``state_dict``: the same tensors bit
+Reading (:mod:`yolov3.inference.compressed_file`, so that inference loads these files without the
+compressor) rebuilds the model with ``create_model`` and loads the decoded ``state_dict``: the same tensors bit
 for bit, hence bit-identical outputs. Files are written atomically (:func:`yolov3.atomic.atomic_output`).
 """
 
@@ -33,7 +34,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import struct
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,31 +46,28 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from yolov3.atomic import atomic_output
-from yolov3.compression.huffman import HuffmanError, HuffmanStream, huffman_decode, huffman_encode
 from yolov3.compression.report import CompressionReport, report_from_header
-from yolov3.compression.sharing import SharedLayer, SharedWeights, detach_sharing
+from yolov3.compression.sharing import detach_sharing
+from yolov3.huffman import huffman_encode
+from yolov3.inference.compressed_file import (
+    FORMAT_VERSION,
+    MAGIC,
+    PREAMBLE,
+    SharedLayer,
+    SharedWeights,
+    StoredModel,
+    read_compressed_file,
+)
 from yolov3.models import create_model
 
-MAGIC = b"YOLOV3C\n"
-FORMAT_VERSION = 1
-_PREAMBLE = struct.Struct("<8sII")
 DEFAULT_POSITION_BITS = 4
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64}
 Coding = Literal["auto", "raw", "huffman"]
 
 
-class CompressedFileError(ValueError):
-    """A compressed model file that cannot be read; the message names the file."""
-
-
 @dataclass
-class CompressedModel:
-    """What a compressed file holds: the model (CPU, eval mode), its spec, metadata and shared layers."""
+class CompressedModel(StoredModel):
+    """What a compressed file holds (:class:`~yolov3.inference.compressed_file.StoredModel`) and its size report."""
 
-    model: nn.Module
-    model_spec: dict[str, Any]
-    metadata: dict[str, Any]
-    shared: SharedWeights
     report: CompressionReport
 
 
@@ -89,14 +86,6 @@ def encode_positions(mask: torch.Tensor, position_bits: int) -> np.ndarray:
     return symbols
 
 
-def decode_positions(symbols: np.ndarray, position_bits: int) -> np.ndarray:
-    """Flat positions of the non-zero weights from :func:`encode_positions` symbols."""
-    filler = 2**position_bits - 1
-    is_weight = symbols != filler
-    ends = np.cumsum(np.where(is_weight, symbols + 1, filler))
-    return ends[is_weight] - 1
-
-
 # -- streams ------------------------------------------------------------------------------------------------
 
 
@@ -105,14 +94,6 @@ def pack_fixed_width(symbols: np.ndarray, width: int) -> bytes:
     shifts = np.arange(width - 1, -1, -1)
     bits = (symbols.astype(np.int64)[:, None] >> shifts) & 1  # (count, width)
     return np.packbits(bits.astype(np.uint8).reshape(-1)).tobytes()  # (count, width) -> (count * width,)
-
-
-def unpack_fixed_width(data: bytes, count: int, width: int) -> np.ndarray:
-    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[: count * width]
-    if len(bits) != count * width:
-        raise ValueError(f"{len(data)} bytes cannot hold {count} symbols of {width} bits")
-    weights = 1 << np.arange(width - 1, -1, -1)
-    return bits.reshape(count, width).astype(np.int64) @ weights  # (count * width,) -> (count, width) -> (count,)
 
 
 def encode_stream(symbols: np.ndarray, width: int, coding: Coding) -> tuple[dict[str, Any], bytes]:
@@ -127,20 +108,6 @@ def encode_stream(symbols: np.ndarray, width: int, coding: Coding) -> tuple[dict
         candidates["huffman"] = huffman_encode(symbols).to_bytes()  # code lengths up to the largest symbol
     chosen = min(candidates, key=lambda name: len(candidates[name]))
     return {**entry, "coding": chosen}, candidates[chosen]
-
-
-def decode_stream(entry: Mapping[str, Any], data: bytes) -> np.ndarray:
-    count, width = int(entry["count"]), int(entry["width"])
-    if entry["coding"] == "constant":
-        return np.full(count, int(entry["value"]), dtype=np.int64)
-    if entry["coding"] == "raw":
-        return unpack_fixed_width(data, count, width)
-    if entry["coding"] == "huffman":
-        symbols = huffman_decode(HuffmanStream.from_bytes(data))
-        if len(symbols) != count:
-            raise ValueError(f"Huffman stream holds {len(symbols)} symbols, the header says {count}")
-        return symbols
-    raise ValueError(f"unknown stream coding {entry['coding']!r}")
 
 
 # -- writing ------------------------------------------------------------------------------------------------
@@ -230,10 +197,10 @@ def write_compressed(
     }
     header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
     with atomic_output(path) as temporary, open(temporary, "wb") as file:
-        file.write(_PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header_bytes)))
+        file.write(PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header_bytes)))
         file.write(header_bytes)
         file.write(data)
-    header_size = _PREAMBLE.size + len(header_bytes)
+    header_size = PREAMBLE.size + len(header_bytes)
     return report_from_header(header, header_size + len(data), header_size)
 
 
@@ -271,85 +238,13 @@ def _check_spec(model_spec: Mapping[str, Any], state: Mapping[str, torch.Tensor]
 # -- reading ------------------------------------------------------------------------------------------------
 
 
-def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
-    """The header and payload of a compressed file, checked for magic, version, length and CRC32."""
-    path = Path(path)
-    if not path.is_file():
-        raise CompressedFileError(f"{path}: no such compressed model file")
-    data = path.read_bytes()
-    if len(data) < _PREAMBLE.size or data[: len(MAGIC)] != MAGIC:
-        raise CompressedFileError(f"{path}: not a yolov3 compressed model file (no {MAGIC!r} magic)")
-    _, version, header_length = _PREAMBLE.unpack_from(data)
-    if version > FORMAT_VERSION:
-        raise CompressedFileError(f"{path}: format version {version} is newer than {FORMAT_VERSION}")
-    start = _PREAMBLE.size + header_length
-    if len(data) < start:
-        raise CompressedFileError(f"{path}: truncated: {len(data)} bytes, the header alone needs {start}")
-    try:
-        header = json.loads(data[_PREAMBLE.size : start].decode("utf-8"))
-        expected, crc = int(header["payload_bytes"]), int(header["payload_crc32"])
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise CompressedFileError(f"{path}: corrupt header ({error})") from error
-    payload = data[start:]
-    if len(payload) != expected:
-        raise CompressedFileError(f"{path}: truncated or padded: payload of {len(payload)} bytes, expected {expected}")
-    if zlib.crc32(payload) != crc:
-        raise CompressedFileError(f"{path}: corrupt payload (CRC32 mismatch)")
-    return header, payload
-
-
-def _dense(entry: Mapping[str, Any], payload: bytes) -> torch.Tensor:
-    blob = payload[entry["offset"] : entry["offset"] + entry["length"]]
-    numpy_dtype = {"float32": "<f4", "float16": "<f2", "int64": "<i8"}[entry["dtype"]]
-    array = np.frombuffer(blob, dtype=numpy_dtype).copy()
-    tensor = torch.from_numpy(array)
-    return tensor.to(torch.float32) if entry["dtype"] == "float16" else tensor
-
-
-def _shared(entry: Mapping[str, Any], payload: bytes) -> SharedLayer:
-    shape, k = tuple(entry["shape"]), int(entry["k"])
-    codebook = _dense(entry["codebook"], payload)
-    streams = {}
-    for part in ("positions", "clusters"):
-        blob = payload[entry[part]["offset"] : entry[part]["offset"] + entry[part]["length"]]
-        streams[part] = decode_stream(entry[part], blob)
-    positions = decode_positions(streams["positions"], int(entry["position_bits"]))
-    clusters = streams["clusters"]
-    numel = int(np.prod(shape))
-    if len(codebook) != k or len(positions) != len(clusters) or (len(positions) and positions[-1] >= numel):
-        raise ValueError("codebook, positions and clusters disagree")
-    if len(clusters) and (clusters.min() < 0 or clusters.max() >= k):
-        raise ValueError(f"cluster index outside the codebook of {k}")
-    mask = torch.zeros(numel, dtype=torch.bool)
-    mask[torch.from_numpy(positions)] = True
-    return SharedLayer(codebook, torch.from_numpy(clusters).to(torch.int16), mask.reshape(shape))  # (numel,) -> shape
-
-
 def load_compressed(path: str | os.PathLike) -> CompressedModel:
-    """Read a compressed file: the model (CPU, eval mode) with exactly the tensors that were written."""
-    header, payload = read_header(path)
-    try:
-        spec = header["model"]
-        model = create_model(spec["name"], **spec.get("kwargs", {}))
-        state, shared = {}, {}
-        for entry in header["tensors"]:
-            if entry["encoding"] == "shared":
-                layer = _shared(entry, payload)
-                shared[entry["name"].removesuffix(".weight")] = layer
-                state[entry["name"]] = layer.weight()
-            else:
-                state[entry["name"]] = _dense(entry, payload).reshape(entry["shape"])  # (numel,) -> its shape
-        model.load_state_dict(state)
-    except (HuffmanError, KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise CompressedFileError(f"{path}: cannot rebuild the model ({type(error).__name__}: {error})") from error
-    model.eval()
-    report = report_from_header(header, Path(path).stat().st_size, Path(path).stat().st_size - len(payload))
-    return CompressedModel(model, spec, header.get("metadata", {}), SharedWeights(shared), report)
-
-
-def read_compressed(path: str | os.PathLike) -> nn.Module:
-    """The model stored in a compressed file (CPU, eval mode); see :func:`load_compressed`."""
-    return load_compressed(path).model
+    """Read a compressed file (:func:`~yolov3.inference.compressed_file.read_compressed_file`): the model (CPU,
+    eval mode) with exactly the tensors that were written, and the file's size report."""
+    stored = read_compressed_file(path)
+    file_bytes = Path(path).stat().st_size
+    report = report_from_header(stored.header, file_bytes, file_bytes - stored.payload_bytes)
+    return CompressedModel(**vars(stored), report=report)
 
 
 # -- precision ----------------------------------------------------------------------------------------------

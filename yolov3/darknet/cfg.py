@@ -23,11 +23,15 @@ from pathlib import Path
 
 from yolov3.darknet.cfg_fork_sections import (  # noqa: F401 - re-exported
     FORK_SECTION_TYPES,
+    ActivationSection,
+    BatchnormSection,
+    ConnectedSection,
     ContrastiveSection,
     ConvLstmSection,
     CrnnSection,
     EmptySection,
     GaussianYoloSection,
+    ImplicitSection,
     LocalAvgpoolSection,
     RegionSection,
     Reorg3dSection,

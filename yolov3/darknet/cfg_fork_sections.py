@@ -17,6 +17,21 @@ def _check_activation(section: Section, activation: str) -> None:
         raise section.error(f"activation={activation!r} is not one of {', '.join(ACTIVATIONS)}")
 
 
+# What Darknet's activate() computes: activate_array ([activation], [connected], [sam], [scale_channels])
+# returns 0 for any other value
+# (relu6, swish, mish have no case there; [convolutional] uses activate_array_cpu_custom, which has them)
+ACTIVATE_ARRAY_ACTIVATIONS = ("linear", "leaky", "logistic", "relu", "elu", "selu", "gelu", "tanh")
+
+
+def _check_activate_array(section: Section, activation: str) -> None:
+    _check_activation(section, activation)
+    if activation not in ACTIVATE_ARRAY_ACTIVATIONS:
+        raise section.error(
+            f"activation={activation} is refused: Darknet's activate_array has no case for it and "
+            f"outputs 0; allowed: {', '.join(ACTIVATE_ARRAY_ACTIVATIONS)}"
+        )
+
+
 @dataclass(kw_only=True)
 class RegionSection(Section):
     """``[region]``: the YOLOv2 head; ``anchors`` are (w, h) pairs in grid cells, not pixels."""
@@ -107,7 +122,7 @@ class SamSection(Section):
     activation: str = "linear"
 
     def validate(self) -> None:
-        _check_activation(self, self.activation)
+        _check_activate_array(self, self.activation)
 
 
 @dataclass(kw_only=True)
@@ -123,7 +138,7 @@ class ScaleChannelsSection(Section):
     activation: str = "linear"
 
     def validate(self) -> None:
-        _check_activation(self, self.activation)
+        _check_activate_array(self, self.activation)
 
 
 @dataclass(kw_only=True)
@@ -250,7 +265,69 @@ class ConvLstmSection(Section):
         _check_activation(self, self.activation)
 
 
+@dataclass(kw_only=True)
+class ImplicitSection(Section):
+    """``[implicit]`` (YOLOR): a learned constant of shape (filters, atoms, 1), whatever the input.
+    ``.weights``: its ``filters * atoms`` values; ``mean`` / ``std`` only set Darknet's random initial values."""
+
+    KIND = "implicit"
+    ALWAYS_WRITTEN = ("filters",)
+
+    filters: int = 128
+    atoms: int = 1
+    mean: float = 0.0
+    std: float = 0.2
+
+    def validate(self) -> None:
+        check_range(self, "filters", 1, MAX_SIZE)
+        check_range(self, "atoms", 1, MAX_SIZE)
+
+
+@dataclass(kw_only=True)
+class ActivationSection(Section):
+    """``[activation]``: Darknet's ``activate_array`` on the previous output (default linear)."""
+
+    KIND = "activation"
+    ALWAYS_WRITTEN = ("activation",)
+
+    activation: str = "linear"
+
+    def validate(self) -> None:
+        _check_activate_array(self, self.activation)
+
+
+@dataclass(kw_only=True)
+class BatchnormSection(Section):
+    """``[batchnorm]``: per-channel ``scales * (x - mean) / sqrt(variance + 1e-5) + biases`` (running statistics).
+    ``.weights``: biases, scales, rolling mean, rolling variance, ``C`` floats each."""
+
+    KIND = "batchnorm"
+
+
+@dataclass(kw_only=True)
+class ConnectedSection(Section):
+    """``[connected]``: a fully connected layer on the flattened (C*H*W) input, output (output, 1, 1); with
+    ``batch_normalize``, batch norm (eps 1e-5, unfused) before the biases. Activation default logistic.
+    ``.weights``: biases, weights (output x inputs), then with batch norm scales, rolling mean, rolling variance."""
+
+    KIND = "connected"
+    ALIASES = ("conn",)
+    ALWAYS_WRITTEN = ("output", "activation")
+
+    output: int = 1
+    activation: str = "logistic"
+    batch_normalize: int = 0
+
+    def validate(self) -> None:
+        check_range(self, "output", 1, MAX_SIZE)
+        _check_activate_array(self, self.activation)
+
+
 FORK_SECTION_TYPES: tuple[type[Section], ...] = (
+    ImplicitSection,
+    ActivationSection,
+    BatchnormSection,
+    ConnectedSection,
     RegionSection,
     GaussianYoloSection,
     ReorgSection,

@@ -30,7 +30,13 @@ LIMITS: dict[str, tuple[tuple[str, int, int], ...]] = {
         ("dilation", 1, 1024),
         ("padding", 0, 1024),
     ),
-    "maxpool": (("size", 1, 1024), ("stride", 1, 1024), ("padding", 0, 1024)),
+    "maxpool": (
+        ("size", 1, 1024),
+        ("stride", 1, 1024),
+        ("stride_x", 1, 1024),
+        ("stride_y", 1, 1024),
+        ("padding", 0, 1024),
+    ),
     "upsample": (("stride", 1, 1024),),
     "route": (("groups", 1, MAX_SIZE),),
     "yolo": (("classes", 1, MAX_SIZE), ("num", 1, 4096)),
@@ -42,6 +48,15 @@ def check_range(section: Section, name: str, low: int, high: int, key: str | Non
     value = getattr(section, name)
     if not low <= value <= high:
         raise section.error(f"{key or name}={value} is out of range; allowed: {low}..{high}")
+
+
+ANTIALIASING = (0, 1, 2)  # Darknet: 1 = 3x3 blur (1 2 1 / 16 outer product), padding 1; 2 = 2x2 mean, no padding
+
+
+def check_antialiasing(section: Section, value: int) -> None:
+    """``antialiasing`` must be 0, 1 or 2 (Darknet treats any other non-zero value as 1; here it is an error)."""
+    if value not in ANTIALIASING:
+        raise section.error(f"antialiasing={value} is not one of 0, 1 (3x3 blur), 2 (2x2 blur)")
 
 
 def _location(source: str, line: int, kind: str | None = None) -> str:
@@ -150,6 +165,8 @@ class ConvolutionalSection(Section):
     xnor: int = 0  # binary (XNOR) convolution: yolov3.models.binary_conv
     binary: int = 0  # binarized weights on Darknet's GPU only; its CPU forward is a float convolution
     bin_output: int = 0  # with xnor: the activation becomes linear (Darknet's calculate_binary_weights)
+    antialiasing: int = 0  # 1: a fixed 3x3 blur after a stride-1 conv, 2: a 2x2 one (yolov3.models.antialiasing)
+    coordconv: int = 0  # read by Darknet, used by its GPU forward only: no effect on the CPU forward matched here
 
     @property
     def strides(self) -> tuple[int, int]:
@@ -176,7 +193,13 @@ class ConvolutionalSection(Section):
             raise self.error(f"filters={self.filters} is not divisible by groups={self.groups}")
         if self.activation not in ACTIVATIONS:
             raise self.error(f"activation={self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
+        check_antialiasing(self, self.antialiasing)
         if self.xnor:
+            if self.antialiasing:
+                raise self.error(
+                    "xnor=1 with antialiasing is refused: Darknet's XNOR forward returns before the blur, while the "
+                    "next layer reads the blurred size"
+                )
             self._validate_xnor()
 
     def _validate_xnor(self) -> None:
@@ -263,28 +286,62 @@ class UpsampleSection(Section):
 
 @dataclass(kw_only=True)
 class MaxpoolSection(Section):
-    """``[maxpool]``: Darknet pads ``padding`` (default ``size - 1``) cells of -inf, ``padding // 2`` first."""
+    """``[maxpool]``: Darknet pads ``padding`` (default ``size - 1``) cells of -inf, ``padding // 2`` first.
+
+    ``stride_x`` / ``stride_y`` default to ``stride``. ``maxpool_depth=1`` pools over channels instead: output
+    channel ``g`` of ``out_channels`` is the maximum of input channels ``g, g + out_channels, ...`` (size, stride
+    and padding are then unused). ``antialiasing`` pools with stride 1, then blurs with the strides, as in
+    [convolutional] (:mod:`yolov3.models.antialiasing`).
+    """
 
     KIND = "maxpool"
     ALIASES = ("max",)
     ALWAYS_WRITTEN = ("size", "stride")
 
     stride: int = 1
+    stride_x: int | None = None  # Darknet: defaults to stride
+    stride_y: int | None = None
     size: int | None = None  # Darknet: defaults to stride
     padding: int | None = None  # Darknet: defaults to size - 1
+    maxpool_depth: int = 0
+    out_channels: int = 1
+    antialiasing: int = 0
 
     def __post_init__(self) -> None:
+        if self.stride_x is None:
+            self.stride_x = self.stride
+        if self.stride_y is None:
+            self.stride_y = self.stride
         if self.size is None:
             self.size = self.stride
         if self.padding is None:
             self.padding = self.size - 1
 
+    @property
+    def strides(self) -> tuple[int, int]:
+        """(rows, columns) stride."""
+        assert self.stride_y is not None and self.stride_x is not None  # defaulted in __post_init__
+        return self.stride_y, self.stride_x
+
     def implicit_default(self, name: str) -> object:
-        return {"size": self.stride, "padding": (self.size or self.stride) - 1}.get(name)
+        return {
+            "stride_x": self.stride,
+            "stride_y": self.stride,
+            "size": self.stride,
+            "padding": (self.size or self.stride) - 1,
+        }.get(name)
 
     def validate(self) -> None:
         for name, low, high in LIMITS["maxpool"]:
             check_range(self, name, low, high)
+        check_antialiasing(self, self.antialiasing)
+        if self.maxpool_depth:
+            check_range(self, "out_channels", 1, MAX_SIZE)
+            if self.antialiasing:
+                raise self.error(
+                    "maxpool_depth=1 with antialiasing is refused: Darknet's depth pooling returns before the "
+                    "blur, while the next layer reads the blurred size"
+                )
 
 
 @dataclass(kw_only=True)

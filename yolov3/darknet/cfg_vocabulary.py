@@ -75,9 +75,7 @@ NET_TYPO_CUTOFF = 0.7
 _DEFORM = "weight-deforming convolutions (sway/rotate/stretch) are not implemented"
 NOT_IMPLEMENTED: dict[str, dict[str, tuple[str, str]]] = {
     "convolutional": {
-        "antialiasing": ("0", "anti-aliased (blur-pool) convolutions are not implemented"),
         "share_index": ("-1000000000", "weight sharing between layers is not implemented"),
-        "coordconv": ("0", "CoordConv is not implemented"),
         "sway": ("0", _DEFORM),
         "rotate": ("0", _DEFORM),
         "stretch": ("0", _DEFORM),
@@ -86,13 +84,6 @@ NOT_IMPLEMENTED: dict[str, dict[str, tuple[str, str]]] = {
         "flipped": ("0", "flipped weights are not implemented"),
         "dot": ("0", "the dot-product regularizer is not implemented"),
         "reverse": ("0", "reverse convolutions are not implemented"),
-    },
-    "maxpool": {
-        "stride_x": ("", "asymmetric pooling strides are not implemented"),
-        "stride_y": ("", "asymmetric pooling strides are not implemented"),
-        "maxpool_depth": ("0", "pooling over channels is not implemented"),
-        "out_channels": ("1", "pooling over channels is not implemented"),
-        "antialiasing": ("0", "anti-aliased pooling is not implemented"),
     },
     "yolo": {
         "map": ("0", "class maps are not implemented"),
@@ -120,19 +111,14 @@ REFUSED_SECTIONS: dict[str, str] = {
     "local": "locally connected layers are not implemented",
     "deconvolutional": "deconvolutions are not implemented",
     "deconv": "deconvolutions are not implemented",
-    "connected": "fully connected layers are not implemented",
-    "conn": "fully connected layers are not implemented",
     "crop": "a training-time crop layer",
     "detection": "YOLOv1 heads are not implemented",
-    "activation": "standalone activation layers are not implemented",
     "rnn": "recurrent layers are not implemented",
     "gru": "recurrent layers are not implemented",
     "lstm": "recurrent layers are not implemented",
     "history": "recurrent layers are not implemented",
     "lrn": "local response normalization is not implemented",
     "normalization": "local response normalization is not implemented",
-    "batchnorm": "standalone batch-norm layers are not implemented",
-    "implicit": "YOLOR implicit layers are not implemented",
 }
 
 

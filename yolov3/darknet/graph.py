@@ -10,13 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from yolov3.darknet.cfg import (
+    ActivationSection,
     AvgpoolSection,
+    BatchnormSection,
+    ConnectedSection,
     ContrastiveSection,
     ConvLstmSection,
     ConvolutionalSection,
     CrnnSection,
     DarknetCfg,
     GaussianYoloSection,
+    ImplicitSection,
     LocalAvgpoolSection,
     MaxpoolSection,
     RegionSection,
@@ -77,6 +81,27 @@ def _conv_output(size: int, kernel: int, stride: int, padding: int, dilation: in
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def blur_output(size: int, stride: int, antialiasing: int) -> int:
+    """The size after Darknet's anti-aliasing blur: 3x3 with padding 1 (``antialiasing=1``) or 2x2 without (2)."""
+    kernel, padding = (2, 0) if antialiasing == 2 else (3, 1)
+    return _conv_output(size, kernel, stride, padding)
+
+
+def _antialiased(section: Section) -> bool:
+    return isinstance(section, (ConvolutionalSection, MaxpoolSection)) and bool(section.antialiasing)
+
+
+def _check_references(section: Section, nodes: list[LayerNode], references: tuple[int, ...]) -> None:
+    """Darknet's [route], [shortcut] ``from``, [sam] and [scale_channels] read a layer's ``outputs`` and
+    ``out_w``/``out_h``, which an anti-aliased layer leaves at its un-blurred (stride 1) size: refused."""
+    for source in references:
+        if _antialiased(nodes[source].section):
+            raise section.error(
+                f"reads layer {source}, an anti-aliased [{nodes[source].section.KIND}]: Darknet reads it at its "
+                "size before the blur (a garbled buffer); only the next layer may read an anti-aliased layer"
+            )
+
+
 def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = None) -> list[LayerNode]:
     """Resolve references and infer shapes for an input of ``height`` x ``width`` (default: [net] size)."""
     net = cfg.net
@@ -111,10 +136,16 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
                     f" = {weights:,} weights; allowed: at most {MAX_CONV_WEIGHTS:,} per layer"
                 )
             padding = section.effective_padding
+            strides = (1, 1) if section.antialiasing else section.strides  # the blur takes the strides
             rows, columns = (
                 _conv_output(size, section.size, stride, padding, section.dilation)
-                for size, stride in zip((rows, columns), section.strides, strict=True)
+                for size, stride in zip((rows, columns), strides, strict=True)
             )
+            if section.antialiasing:
+                rows, columns = (
+                    blur_output(size, stride, section.antialiasing)
+                    for size, stride in zip((rows, columns), section.strides, strict=True)
+                )
             shape = (section.filters, rows, columns)
         elif isinstance(section, (CrnnSection, ConvLstmSection)):
             if channels % section.groups:
@@ -141,6 +172,7 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
             # Darknet adds each `from` layer over the flat (C*H*W) indices both have: with equal H, W and
             # fewer or more channels, the overlapping channels. Sizes must agree for that to mean anything.
             sources = (index - 1, *(_resolve(section, index, reference, "from") for reference in section.from_layer))
+            _check_references(section, nodes, sources[1:])
             for source in sources[1:]:
                 if nodes[source].output_shape[1:] != shape[1:]:
                     raise section.error(
@@ -150,6 +182,7 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
         elif isinstance(section, (SamSection, ScaleChannelsSection)):
             source = _resolve(section, index, section.from_layer, "from")
             sources = (index - 1, source)
+            _check_references(section, nodes, (source,))
             other = nodes[source].output_shape
             if isinstance(section, SamSection):
                 valid = other == shape
@@ -197,6 +230,7 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
             shape = (channels, rows, columns)
         elif isinstance(section, RouteSection):
             sources = tuple(_resolve(section, index, reference, "layers") for reference in section.layers)
+            _check_references(section, nodes, sources)
             shapes = [nodes[source].output_shape for source in sources]
             if len({shape[1:] for shape in shapes}) != 1:
                 raise section.error(f"concatenates layers {list(sources)} of different sizes {shapes}")
@@ -213,10 +247,39 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
         elif isinstance(section, MaxpoolSection):
             # __post_init__ resolves Darknet's defaults (size = stride, padding = size - 1)
             assert section.padding is not None and section.size is not None
-            rows, columns = ((size + section.padding - section.size) // section.stride + 1 for size in (rows, columns))
-            shape = (channels, rows, columns)
+            if section.maxpool_depth:  # over channels: size, stride and padding are unused
+                if section.out_channels > channels:
+                    raise section.error(
+                        f"out_channels={section.out_channels} is more than the {channels} input channels: Darknet "
+                        "fills the channels beyond them with -FLT_MAX"
+                    )
+                shape = (section.out_channels, rows, columns)
+            else:
+                strides = (1, 1) if section.antialiasing else section.strides
+                rows, columns = (
+                    (size + section.padding - section.size) // stride + 1
+                    for size, stride in zip((rows, columns), strides, strict=True)
+                )
+                if section.antialiasing:
+                    rows, columns = (
+                        blur_output(size, stride, section.antialiasing)
+                        for size, stride in zip((rows, columns), section.strides, strict=True)
+                    )
+                shape = (channels, rows, columns)
         elif isinstance(section, AvgpoolSection):
             shape = (channels, 1, 1)
+        elif isinstance(section, ImplicitSection):  # a constant: the input is not read
+            shape = (section.filters, section.atoms, 1)
+        elif isinstance(section, ConnectedSection):
+            inputs = channels * rows * columns
+            if inputs * section.output > MAX_CONV_WEIGHTS:
+                raise section.error(
+                    f"output={section.output} x {inputs:,} inputs = {inputs * section.output:,} weights; allowed: "
+                    f"at most {MAX_CONV_WEIGHTS:,} per layer"
+                )
+            shape = (section.output, 1, 1)
+        elif isinstance(section, (ActivationSection, BatchnormSection)):
+            pass  # the input's shape
         elif isinstance(section, HEAD_SECTIONS):
             anchors = section.num if isinstance(section, RegionSection) else len(section.anchor_indices)
             per_anchor = section.classes + head_box_outputs(section)

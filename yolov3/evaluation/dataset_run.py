@@ -1,8 +1,8 @@
 """Evaluating a detector on a labelled split of a dataset: what ``python -m yolov3.evaluate --data`` runs.
 
 :func:`evaluate_on_dataset` builds the split's ground truth from the dataset config, detects on it with the
-same loader, thresholds and code as the trainer's validation (:func:`yolov3.train.validate.validate`), and
-returns the same :class:`~yolov3.train.validate.ValidationResult`, so its numbers equal the trainer's for the
+same loader, thresholds and code as the trainer's validation (:func:`yolov3.evaluation.validate.validate`), and
+returns the same :class:`~yolov3.evaluation.validate.ValidationResult`, so its numbers equal the trainer's for the
 same checkpoint. Given a training config, its ``data`` and ``eval`` sections supply the settings.
 
 Images are fed as the model expects: the training loader's letterbox for a model whose preprocessing is a
@@ -22,8 +22,9 @@ from typing import Literal, TypeVar
 import torchvision.transforms.v2.functional as tvf
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
-from yolov3.config_loading import ConfigError, load_yaml
+from yolov3.config_loading import ConfigError, load_dataclass, load_yaml
 from yolov3.data.collate import collate_detections
+from yolov3.data.data_config import DataConfig
 from yolov3.data.dataset_config import DatasetConfig, build_dataset, load_dataset_config
 from yolov3.data.loader import TransformedDataset, build_val_loader
 from yolov3.data.sample import DetectionSample, sized
@@ -36,12 +37,12 @@ from yolov3.data.transforms import (
     boxes_to_targets,
 )
 from yolov3.evaluation.dataset_gt import coco_ground_truth
+from yolov3.evaluation.validate import EvalConfig, ValidationResult, validate
 from yolov3.evaluation.voc import VocReport, evaluate_voc
 from yolov3.inference.detection_config import EVALUATION_DETECTION
 from yolov3.inference.model_loading import ONNX_RUNTIME, LoadedModel
 from yolov3.inference.precision import check_precision, prepare_for_inference
 from yolov3.inference.preprocess import Preprocessing, preprocess
-from yolov3.train.validate import ValidationResult, validate
 
 logger = logging.getLogger(__name__)
 
@@ -75,24 +76,27 @@ class DataSource:
     max_detections: int | None
 
 
+def training_data_source(data: DataConfig, evaluation: EvalConfig) -> DataSource:
+    """What evaluation takes from a training config's ``data`` and ``eval`` sections."""
+    return DataSource(
+        data.dataset, data.augment, data.image_size, data.batch_size,
+        evaluation.conf_threshold, evaluation.iou_threshold, evaluation.max_detections,
+    )  # fmt: skip
+
+
 def read_data_source(path: str | os.PathLike) -> DataSource:
-    """A dataset YAML, or a training config (``data.dataset`` with its ``data`` and ``eval`` settings)."""
+    """A dataset YAML, or a training config (``data.dataset`` with its ``data`` and ``eval`` settings).
+
+    A training config's ``data`` and ``eval`` sections are read and checked as the trainer reads them
+    (:class:`~yolov3.data.data_config.DataConfig`, :class:`~yolov3.evaluation.validate.EvalConfig`); the
+    other sections (model, optimizer, ...) are not evaluation's business."""
     path = Path(path)
     mapping = load_yaml(path)
     data = mapping.get("data") if isinstance(mapping, dict) else None
     if isinstance(data, dict) and isinstance(data.get("dataset"), dict):
-        from yolov3.train.config import load_train_config  # a training config: read and check it whole
-
-        config = load_train_config(path)
-        return DataSource(
-            config.data.dataset,
-            config.data.augment,
-            config.data.image_size,
-            config.data.batch_size,
-            config.eval.conf_threshold,
-            config.eval.iou_threshold,
-            config.eval.max_detections,
-        )
+        data_config = load_dataclass(DataConfig, data, source=str(path), prefix="data.")
+        evaluation = load_dataclass(EvalConfig, mapping.get("eval"), source=str(path), prefix="eval.")
+        return training_data_source(data_config, evaluation)
     return DataSource(load_dataset_config(path), None, None, None, None, None, None)
 
 

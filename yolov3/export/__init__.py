@@ -8,7 +8,7 @@
   convert raw-heads graphs; :func:`~yolov3.export.onnx_export.attach_postprocess` then appends the float32
   decoding and NMS of :func:`~yolov3.export.onnx_export.export_postprocess`.
 - :func:`~yolov3.export.darknet_export.export_darknet` writes ``.cfg`` + ``.weights`` (+ ``.names``).
-- ``python -m yolov3.export`` (:mod:`yolov3.export.cli`) does any of these from a checkpoint or Darknet weights.
+- ``python -m yolov3.export`` (:mod:`yolov3.cli.export`) does any of these from a checkpoint or Darknet weights.
 """
 
 from yolov3.export.darknet_export import DarknetFiles, export_darknet

@@ -1,6 +1,6 @@
-"""``python -m yolov3.export``: see :mod:`yolov3.export.cli`."""
+"""``python -m yolov3.export``: see :mod:`yolov3.cli.export`."""
 
-from yolov3.export.cli import main
+from yolov3.cli.export import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -2,7 +2,7 @@
 
 One frozen dataclass, checked in one place, is what :func:`~yolov3.inference.postprocess.detect_rows`,
 :class:`~yolov3.inference.predictor.Predictor`, the ONNX NMS graph (:mod:`yolov3.export.nms_graph`), the
-training validation (:func:`yolov3.train.validate.validate`, from a config's ``eval:`` section) and
+training validation (:func:`yolov3.evaluation.validate.validate`, from a config's ``eval:`` section) and
 ``python -m yolov3.evaluate`` take. The rules:
 
 - ``conf_threshold`` in [0, 1): a detection is kept when ``objectness * class probability > conf_threshold``

@@ -9,7 +9,7 @@
   is Darknet's own ``letterbox_image`` (``Preprocessing.from_mode("darknet")``), what ``darknet detector test``
   feeds it, so ``detect``, ``evaluate --weights`` and ``export`` (metadata, int8 calibration) all use it;
   a channel-pruned ``pruned.cfg`` + ``pruned.weights`` loads the same way;
-- a compressed ``.yolov3c`` file (:mod:`yolov3.compression.storage`), decoded on load to the model it holds;
+- a compressed ``.yolov3c`` file (:mod:`yolov3.inference.compressed_file`), decoded on load to the model it holds;
 - an ONNX raw-heads graph written by ``python -m yolov3.export`` (fp32, fp16 or int8), run by ONNX Runtime
   behind the same interface (:mod:`yolov3.inference.onnx_backend`); its metadata carries the rest. Its
   precision and input size are the graph's (:meth:`LoadedModel.check_precision`, ``check_input_size``).
@@ -37,6 +37,7 @@ from torch import nn
 from yolov3.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from yolov3.darknet.cfg import CfgError
 from yolov3.darknet.weights_file import WeightsFileError
+from yolov3.inference.compressed_file import MAGIC, read_compressed_file
 from yolov3.inference.predictor import model_head_specs, model_input_size
 from yolov3.inference.preprocess import Preprocessing
 from yolov3.inference.region_decode import DarknetHeadSpec
@@ -51,7 +52,6 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 COMPRESSED_SUFFIX = ".yolov3c"
-COMPRESSED_MAGIC = b"YOLOV3C\n"  # yolov3.compression.storage.MAGIC, read here without importing the compressor
 ONNX_RUNTIME = "onnxruntime"
 PYTORCH = "pytorch"
 
@@ -117,7 +117,7 @@ def is_compressed_file(path: Path) -> bool:
     if path.suffix.lower() == COMPRESSED_SUFFIX:
         return True
     with open(path, "rb") as file:
-        return file.read(len(COMPRESSED_MAGIC)) == COMPRESSED_MAGIC
+        return file.read(len(MAGIC)) == MAGIC
 
 
 def load_inference_model(
@@ -218,9 +218,7 @@ def _load_darknet_model(
 
 
 def _load_compressed_model(path: Path) -> LoadedModel:
-    from yolov3.compression.storage import load_compressed  # the compressor's imports, only when needed
-
-    stored = load_compressed(path)  # CompressedFileError (a ValueError) names the file
+    stored = read_compressed_file(path)  # CompressedFileError (a ValueError) names the file
     model = stored.model.eval()
     head_specs = _head_specs(model, path)
     metadata = stored.metadata

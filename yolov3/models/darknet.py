@@ -8,7 +8,10 @@ import torch
 from torch import nn
 
 from yolov3.darknet.cfg import (
+    ActivationSection,
     AvgpoolSection,
+    BatchnormSection,
+    ConnectedSection,
     ContrastiveSection,
     ConvLstmSection,
     ConvolutionalSection,
@@ -18,6 +21,7 @@ from yolov3.darknet.cfg import (
     DropoutSection,
     EmptySection,
     GaussianYoloSection,
+    ImplicitSection,
     LocalAvgpoolSection,
     MaxpoolSection,
     NetSection,
@@ -35,9 +39,12 @@ from yolov3.darknet.cfg import (
 )
 from yolov3.darknet.graph import HEAD_SECTIONS, LayerNode, build_graph
 from yolov3.darknet.weights_file import ConvParameters
+from yolov3.models.antialiasing import AntialiasedConv
 from yolov3.models.binary_conv import XnorConv, binary_output_layers
+from yolov3.models.connected import Connected
 from yolov3.models.conv_lstm import ConvLstm
 from yolov3.models.crnn import Crnn
+from yolov3.models.darknet_batchnorm import DarknetBatchNorm
 from yolov3.models.darknet_io import DarknetIO, DarknetLayers
 from yolov3.models.darknet_layers import (
     HeadOutput,
@@ -48,7 +55,9 @@ from yolov3.models.darknet_layers import (
     Shortcut,
     reorg_gather_index,
 )
-from yolov3.models.layers import ConvBNAct, DarknetMaxPool, GlobalAvgPool, Upsample
+from yolov3.models.darknet_pooling import maxpool_from_section
+from yolov3.models.implicit import Implicit
+from yolov3.models.layers import ConvBNAct, GlobalAvgPool, Upsample, make_activation
 from yolov3.models.yolo_head import YoloHeadSpec
 
 
@@ -65,18 +74,19 @@ class Route(nn.Module):
         return inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
 
 
-class ShortcutParameters:
-    """The ``.weights`` tensor of a weighted [shortcut] (``(n + 1) * [C]`` floats), as ConvParameters has."""
+class LayerTensors:
+    """A layer's ``.weights`` tensors in file order, as ConvParameters has: a weighted [shortcut] (``(n + 1) * [C]``
+    floats), [implicit], [connected], [batchnorm]."""
 
-    def __init__(self, layer_index: int, weight: torch.Tensor) -> None:
-        self.layer_index, self.weight = layer_index, weight
+    def __init__(self, layer_index: int, tensors: list[torch.Tensor]) -> None:
+        self.layer_index, self._tensors = layer_index, tensors
 
     def tensors(self) -> list[torch.Tensor]:
-        return [self.weight]
+        return self._tensors
 
     @property
     def num_floats(self) -> int:
-        return self.weight.numel()
+        return sum(tensor.numel() for tensor in self._tensors)
 
 
 class YoloOutput(nn.Identity):
@@ -93,6 +103,8 @@ def _build_layer(node: LayerNode, linear_outputs: frozenset[int] = frozenset()) 
     section = node.section
     if isinstance(section, ConvolutionalSection) and section.xnor:
         return XnorConv.from_section(section, node.in_channels, linear_output=node.index in linear_outputs)
+    if isinstance(section, ConvolutionalSection) and section.antialiasing:
+        return AntialiasedConv.from_antialiased_section(section, node.in_channels)
     if isinstance(section, ConvolutionalSection):
         block = ConvBNAct.from_section(section, node.in_channels)
         block.conv.stride = section.strides  # stride_y / stride_x (AlexeyAB)
@@ -124,8 +136,15 @@ def _build_layer(node: LayerNode, linear_outputs: frozenset[int] = frozenset()) 
     if isinstance(section, UpsampleSection):
         return Upsample(section.stride, section.scale)
     if isinstance(section, MaxpoolSection):
-        assert section.size is not None  # __post_init__ defaults it to the stride
-        return DarknetMaxPool(section.size, section.stride, section.padding)
+        return maxpool_from_section(section)
+    if isinstance(section, ImplicitSection):
+        return Implicit(section)
+    if isinstance(section, ConnectedSection):
+        return Connected(node.in_channels * node.input_shape[1] * node.input_shape[2], section)
+    if isinstance(section, BatchnormSection):
+        return DarknetBatchNorm(node.in_channels)
+    if isinstance(section, ActivationSection):
+        return make_activation(section.activation)
     if isinstance(section, AvgpoolSection):
         return GlobalAvgPool()
     if isinstance(section, DropoutSection):
@@ -203,7 +222,8 @@ class Darknet(DarknetIO, nn.Module):
         return heads if self.is_detector else [x.flatten(1)]  # (B, C, 1, 1) -> (B, C)
 
     def darknet_conv_parameters(self) -> list[ConvParameters]:
-        """Every layer with ``.weights`` tensors in file order: convolutions and weighted shortcuts."""
+        """Every layer with ``.weights`` tensors in file order: convolutions, weighted shortcuts, [implicit],
+        [connected], [batchnorm]."""
         parameters: list = []
         for index, module in enumerate(self.layers):
             if isinstance(module, ConvBNAct):
@@ -211,7 +231,9 @@ class Darknet(DarknetIO, nn.Module):
             elif isinstance(module, (Crnn, ConvLstm)):
                 parameters += [ConvParameters(index, block.conv, block.bn) for block in module.blocks]
             elif isinstance(module, Shortcut) and module.weight is not None:
-                parameters.append(ShortcutParameters(index, module.weight))
+                parameters.append(LayerTensors(index, [module.weight]))
+            elif isinstance(module, (Implicit, Connected, DarknetBatchNorm)):
+                parameters.append(LayerTensors(index, module.darknet_tensors()))
         return parameters
 
     def describe_darknet(self, layers: DarknetLayers) -> None:

@@ -86,9 +86,17 @@ def summarize_cfg(cfg: DarknetCfg, height: int | None = None, width: int | None 
             detail = f"{section.size} x {section.size} / {section.stride}"
             if section.groups > 1:
                 detail += f" g{section.groups}"
+            if section.antialiasing:
+                detail += f" AA{section.antialiasing}"
             bflops = conv_bflops(section, node.in_channels, *node.output_shape[1:])
         elif isinstance(section, MaxpoolSection):
-            detail = f"{section.size} x {section.size} / {section.stride}"
+            stride_y, stride_x = section.strides
+            stride = f"{stride_x}x{stride_y}" if stride_x != stride_y else f"{stride_x}"
+            detail = f"{section.size} x {section.size} / {stride}" + (
+                f" AA{section.antialiasing}" * bool(section.antialiasing)
+            )
+            if section.maxpool_depth:
+                detail = f"over channels -> {section.out_channels}"
         elif isinstance(section, UpsampleSection):
             detail = f"x{section.stride}"
         elif isinstance(section, RouteSection):

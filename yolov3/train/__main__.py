@@ -1,5 +1,6 @@
-"""``python -m yolov3.train``: see :mod:`yolov3.train.cli`."""
+"""``python -m yolov3.train``: see :mod:`yolov3.cli.train`."""
 
-from yolov3.train.cli import main
+from yolov3.cli.train import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

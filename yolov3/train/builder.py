@@ -31,13 +31,13 @@ from yolov3.data.dataset_config import build_dataset
 from yolov3.data.detection_dataset import DetectionDataset
 from yolov3.data.loader import build_train_loader, build_val_loader
 from yolov3.evaluation.dataset_gt import coco_ground_truth
+from yolov3.evaluation.validate import ValidationData
 from yolov3.models import create_model
 from yolov3.train.callbacks import TrainerCallback
 from yolov3.train.config import TrainConfig
 from yolov3.train.distributed import DistributedContext, init_distributed
 from yolov3.train.pretrained import PretrainedReport, prepare_initial_weights
 from yolov3.train.trainer import Trainer
-from yolov3.train.validate import ValidationData
 
 
 @dataclass

@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from yolov3.config_loading import apply_overrides, load_dataclass, load_yaml
-from yolov3.data.dataset_config import DatasetConfig
-from yolov3.data.multiscale import MultiScaleConfig
-from yolov3.data.transforms import AugmentConfig
-from yolov3.inference.detection_config import EVALUATION_DETECTION, DetectionConfig
+from yolov3.data.data_config import DataConfig
+from yolov3.evaluation.validate import EvalConfig
 from yolov3.loss.yolo_loss import LossConfig
 from yolov3.train.optimizer import OptimizerConfig
 from yolov3.train.schedule import ScheduleConfig
@@ -52,22 +50,6 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    dataset: DatasetConfig
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    multiscale: MultiScaleConfig = field(default_factory=lambda: MultiScaleConfig(enabled=False))
-    image_size: int = 416  # training size when multiscale is off, and the validation size
-    batch_size: int = 8
-    workers: int = 2
-
-    def __post_init__(self) -> None:
-        if self.image_size % 32 or self.image_size <= 0:
-            raise ValueError(f"image_size must be a positive multiple of 32, got {self.image_size}")
-        if self.batch_size < 1 or self.workers < 0:
-            raise ValueError(f"batch_size >= 1 and workers >= 0 are required, got {self.batch_size}, {self.workers}")
-
-
-@dataclass(frozen=True)
 class LoopConfig:
     """The training loop. ``accumulate`` micro-batches of ``data.batch_size`` make one optimizer step.
 
@@ -95,27 +77,6 @@ class LoopConfig:
             raise ValueError("epochs >= 1, accumulate >= 1, overfit_batches >= 0, freeze_backbone_epochs >= 0")
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Validation: how often, and how detections are made (low threshold, as for mAP)."""
-
-    every_epochs: int = 1
-    conf_threshold: float = EVALUATION_DETECTION.conf_threshold
-    iou_threshold: float = EVALUATION_DETECTION.iou_threshold
-    max_detections: int = EVALUATION_DETECTION.max_detections
-    metric: Literal["coco", "voc"] = "coco"  # which mAP@0.5 picks best.pt
-
-    def __post_init__(self) -> None:
-        _ = self.detection  # DetectionConfig checks the values (its errors name the key)
-
-    @property
-    def detection(self) -> DetectionConfig:
-        """How validation detects: these thresholds and cap, every class that passes (as for mAP)."""
-        return EVALUATION_DETECTION.with_values(
-            conf_threshold=self.conf_threshold, iou_threshold=self.iou_threshold, max_detections=self.max_detections
-        )
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,13 @@ from typing import Any
 
 from yolov3.data.dataset_config import Split
 from yolov3.data.transforms import NORMALIZATION_FILL
-from yolov3.evaluation.dataset_run import DatasetEvaluation, DatasetEvaluationSettings, DataSource, evaluate_on_dataset
+from yolov3.evaluation.dataset_run import (
+    DatasetEvaluation,
+    DatasetEvaluationSettings,
+    DataSource,
+    evaluate_on_dataset,
+    training_data_source,
+)
 from yolov3.inference.model_loading import LoadedModel
 from yolov3.inference.preprocess import Preprocessing
 from yolov3.train.callbacks import TrainerCallback, TrainingContext
@@ -57,11 +63,7 @@ class HeldOutRecord:
 
 def data_source_from_config(config: TrainConfig) -> DataSource:
     """What ``evaluate --data <training config>`` reads from a training config, from an already loaded one."""
-    data, evaluation = config.data, config.eval
-    return DataSource(
-        data.dataset, data.augment, data.image_size, data.batch_size,
-        evaluation.conf_threshold, evaluation.iou_threshold, evaluation.max_detections,
-    )  # fmt: skip
+    return training_data_source(config.data, config.eval)
 
 
 def record_from_evaluation(

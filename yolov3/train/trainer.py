@@ -38,6 +38,7 @@ from yolov3.config_loading import to_dict
 from yolov3.data.collate import Batch
 from yolov3.data.loader import end_epoch_unreadable_images
 from yolov3.data.transforms import NORMALIZATION_FILL
+from yolov3.evaluation.validate import ValidationData, ValidationResult, validate_with
 from yolov3.hardware import resolve_amp
 from yolov3.loss.yolo_loss import YoloLoss
 from yolov3.models.yolo_head import model_yolo_heads
@@ -49,7 +50,6 @@ from yolov3.train.optimizer import build_optimizer
 from yolov3.train.schedule import build_scheduler
 from yolov3.train.step import StepRunner
 from yolov3.train.tensorboard import TrainingBoard
-from yolov3.train.validate import ValidationData, ValidationResult, validate_with
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,8 @@ refuses an ``args.yaml`` (or ``--set``) that changes the model or data the run w
 key (``--force`` accepts it). A run killed before its first ``last.pt`` has nothing to continue: ``--resume``
 then starts it afresh from its ``args.yaml`` (logged), and a run killed before it wrote ``args.yaml`` is an
 error that says to start it with ``--cfg``. Partial temporary files that killed writes left are removed.
-Under ``torchrun --nproc_per_node N -m yolov3.train ...`` it trains with DistributedDataParallel.
+Under ``torchrun --nproc_per_node N -m yolov3.train ...`` it trains with DistributedDataParallel. ``python -m
+yolov3.train`` runs :func:`main` through ``yolov3/train/__main__.py``.
 """
 
 from __future__ import annotations

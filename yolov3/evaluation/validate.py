@@ -1,11 +1,14 @@
-"""Validation during training: detect on the validation loader, then score with pycocotools (and VOC AP)."""
+"""Validation: detect on a validation loader, then score with pycocotools (and VOC AP).
+
+The trainer validates with it every ``eval.every_epochs`` (:class:`EvalConfig`, a training config's ``eval:``
+section), and ``python -m yolov3.evaluate --data`` (:mod:`yolov3.evaluation.dataset_run`) runs the same code."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -21,10 +24,28 @@ from yolov3.inference.postprocess import detect_rows
 from yolov3.inference.region_decode import DarknetHeadSpec
 from yolov3.models.yolo_head import YoloHeadSpec, model_yolo_heads
 
-if TYPE_CHECKING:
-    from yolov3.train.config import EvalConfig
-
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Validation: how often, and how detections are made (low threshold, as for mAP)."""
+
+    every_epochs: int = 1
+    conf_threshold: float = EVALUATION_DETECTION.conf_threshold
+    iou_threshold: float = EVALUATION_DETECTION.iou_threshold
+    max_detections: int = EVALUATION_DETECTION.max_detections
+    metric: Literal["coco", "voc"] = "coco"  # which mAP@0.5 picks best.pt
+
+    def __post_init__(self) -> None:
+        _ = self.detection  # DetectionConfig checks the values (its errors name the key)
+
+    @property
+    def detection(self) -> DetectionConfig:
+        """How validation detects: these thresholds and cap, every class that passes (as for mAP)."""
+        return EVALUATION_DETECTION.with_values(
+            conf_threshold=self.conf_threshold, iou_threshold=self.iou_threshold, max_detections=self.max_detections
+        )
 
 
 @dataclass
