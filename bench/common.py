@@ -8,11 +8,14 @@ top-level module from the script's own folder; the tests reach it through pytest
 from __future__ import annotations
 
 import gc
+import importlib.util
 import logging
 import os
 import platform
 import shlex
+import sys
 import time
+import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,6 +31,15 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def load_bench_module(name: str) -> types.ModuleType:
+    """``bench/<name>.py`` as a module, for a script that uses another script's helpers (e.g. forward_cpu's)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def command_line(script: str, argv: Sequence[str]) -> str:

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from common import command_line, cpu_name
-from docs_section import record_section
+from docs_section import print_and_record
 from yolov3.compression.masks import finalize_pruning, prunable_layers, prune_to_sparsity
 from yolov3.compression.report import CompressionReport
 from yolov3.compression.sharing import SharedWeights, share_weights
@@ -246,10 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "yolov3-tiny", arguments, directory, arguments.weights_tiny
             )
     report = build_report(arguments, command, started, results)
-    print(report)
-    if arguments.record:
-        record_section(arguments.docs, SECTION_TITLE, report)
-        logger.info("recorded in %s", arguments.docs)
+    print_and_record(report, arguments.record, arguments.docs, SECTION_TITLE)
     return 0
 
 

@@ -6,7 +6,10 @@ notes placed after the script's ``notes_marker`` line survive re-recording.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 DOCS_HEADER = (
     "# Benchmarks\n\n"
@@ -32,3 +35,11 @@ def record_section(docs_path: Path, title: str, body: str, notes_marker: str | N
     section = f"{title}\n\n{body.rstrip()}\n{notes}"
     docs_path.parent.mkdir(parents=True, exist_ok=True)
     docs_path.write_text(before + section + ("\n" + after if after else ""))
+
+
+def print_and_record(report: str, record: bool, docs_path: Path, title: str, notes_marker: str | None = None) -> None:
+    """Print a script's ``report``; with ``record`` (its ``--record``) also write it as its section of ``docs_path``."""
+    print(report)
+    if record:
+        record_section(docs_path, title, report, notes_marker)
+        logger.info("recorded in %s", docs_path)

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from common import CpuMeter, command_line, cpu_name, time_interleaved
-from docs_section import record_section
+from docs_section import print_and_record
 from yolov3.darknet.cfg import ConvolutionalSection, parse_cfg
 from yolov3.darknet.graph import build_graph
 from yolov3.models import Darknet
@@ -105,8 +105,10 @@ class ResultRow:
 # --- set-up ------------------------------------------------------------------------------------------
 
 
-def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def model_benchmark_parser(description: str) -> argparse.ArgumentParser:
+    """The options this script and ``inference_precision.py`` share, before each adds its own switches; parse
+    with :func:`parse_model_benchmark_arguments`, which adds ``--record`` and checks the values."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--models", nargs="+", choices=list(MODEL_CFGS), default=list(MODEL_CFGS))
     parser.add_argument("--size", type=int, default=416, help="input height and width (default 416)")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per implementation (default 20)")
@@ -115,13 +117,23 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="folder with the official cfgs")
     parser.add_argument("--weights-tiny", type=Path, help="real yolov3-tiny weights instead of random ones")
     parser.add_argument("--weights-yolov3", type=Path, help="real yolov3 weights instead of random ones")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    return parser
+
+
+def parse_model_benchmark_arguments(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``argv`` through a :func:`model_benchmark_parser` (with ``--record`` added last), its values checked."""
     parser.add_argument("--record", action="store_true", help=f"write the report into {DEFAULT_DOCS}")
     parser.add_argument("--docs", type=Path, default=DEFAULT_DOCS, help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.repeats < 1 or arguments.warmup < 0 or arguments.threads < 1 or arguments.size % 32:
         parser.error("need --repeats >= 1, --warmup >= 0, --threads >= 1 and --size a multiple of 32")
     return arguments
+
+
+def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
+    parser = model_benchmark_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    return parse_model_benchmark_arguments(parser, argv)
 
 
 def set_threads(threads: int) -> None:
@@ -505,10 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
 
     report = build_report(arguments, command, started, setups, measurements, rows)
-    print(report)
-    if arguments.record:
-        record_section(arguments.docs, SECTION_TITLE, report, NOTES_MARKER)
-        logger.info("recorded in %s", arguments.docs)
+    print_and_record(report, arguments.record, arguments.docs, SECTION_TITLE, NOTES_MARKER)
     return 0
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import logging
 import os
 import platform
@@ -52,8 +51,8 @@ import torch
 from torch import nn
 from torchvision.ops import box_iou
 
-from common import CpuMeter, command_line, cpu_name, time_interleaved
-from docs_section import record_section
+from common import CpuMeter, command_line, cpu_name, load_bench_module, time_interleaved
+from docs_section import print_and_record
 from yolov3.data.image_io import list_images, read_image_rgb
 from yolov3.export import CalibrationImages, convert_to_fp16, export_onnx, quantize_int8
 from yolov3.export.onnx_export import INPUT_NAME
@@ -80,15 +79,6 @@ ONNX_PRECISIONS = {"ort-fp32": "fp32", "ort-fp16": "fp16", "ort-int8": "int8"}
 CONF_THRESHOLD, IOU_THRESHOLD, MATCH_IOU = 0.25, 0.45, 0.5
 # Above this many cores of CPU time used by other processes during the timings, the report flags them.
 BUSY_BACKGROUND_CORES = 0.2
-
-
-def load_forward_cpu() -> object:
-    """``bench/forward_cpu.py`` as a module, for its random-weights helper."""
-    spec = importlib.util.spec_from_file_location("forward_cpu", Path(__file__).with_name("forward_cpu.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -409,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     arguments = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    forward_cpu = load_forward_cpu()
+    forward_cpu = load_bench_module("forward_cpu")
     command = command_line("bench/inference_latency.py", argv)
     started = datetime.datetime.now(datetime.timezone.utc)
     load_start = os.getloadavg()
@@ -439,10 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timings.append(Timing(model, threads, samples, meter.background_cores))
         loads = (load_start, os.getloadavg())
         report = build_report(arguments, command, started, loads, timings, agreements, image_paths, forward_cpu)
-    print(report)
-    if arguments.record:
-        record_section(arguments.docs, SECTION_TITLE, report)
-        logger.info("recorded in %s", arguments.docs)
+    print_and_record(report, arguments.record, arguments.docs, SECTION_TITLE)
     return 0
 
 

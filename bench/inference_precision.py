@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import logging
 import math
 import os
@@ -35,6 +34,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,20 +43,16 @@ import cv2
 import numpy as np
 import torch
 
-from common import CpuMeter, command_line, cpu_name, time_interleaved
-from docs_section import record_section
+from common import CpuMeter, command_line, cpu_name, load_bench_module, time_interleaved
+from docs_section import print_and_record
 from yolov3.hardware import native_bf16
 from yolov3.inference.precision import prepare_for_inference
 from yolov3.models import Darknet
 
 logger = logging.getLogger("bench.inference_precision")
 
-REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SHARED = REPOSITORY_ROOT.parent / "shared" / "darknet"
-DEFAULT_DOCS = REPOSITORY_ROOT / "docs" / "benchmarks.md"
 SECTION_TITLE = "## Inference precision (issue 12)"
 NOTES_MARKER = "<!-- notes: kept when bench/inference_precision.py --record rewrites this section -->"
-MODEL_CFGS = {"yolov3": "yolov3.cfg", "yolov3-tiny": "yolov3-tiny.cfg"}
 IMPLEMENTATIONS = ("opencv", "fp32", "fp32-fused", "bf16", "fp16")
 LABELS = {
     "opencv": "OpenCV DNN fp32",
@@ -76,32 +72,10 @@ TARGET_RATIO = 0.6  # issue 12: yolov3 bf16 at most this fraction of OpenCV's fp
 BUSY_BACKGROUND_CORES = 0.2
 
 
-def load_forward_cpu() -> object:
-    """``bench/forward_cpu.py`` as a module, for its threads, input, OpenCV and random-weights helpers."""
-    spec = importlib.util.spec_from_file_location("forward_cpu", Path(__file__).with_name("forward_cpu.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", choices=list(MODEL_CFGS), default=list(MODEL_CFGS))
-    parser.add_argument("--size", type=int, default=416, help="input height and width (default 416)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed runs per implementation (default 20)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch and OpenCV threads")
-    parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="folder with the official cfgs")
-    parser.add_argument("--weights-tiny", type=Path, help="real yolov3-tiny weights instead of random ones")
-    parser.add_argument("--weights-yolov3", type=Path, help="real yolov3 weights instead of random ones")
+def parse_arguments(argv: Sequence[str], forward_cpu: types.ModuleType) -> argparse.Namespace:
+    parser = forward_cpu.model_benchmark_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--no-fp16", action="store_true", help="leave out the fp16 row (slow on most CPUs)")
-    parser.add_argument("--record", action="store_true", help=f"write the report into {DEFAULT_DOCS}")
-    parser.add_argument("--docs", type=Path, default=DEFAULT_DOCS, help=argparse.SUPPRESS)
-    arguments = parser.parse_args(argv)
-    if arguments.repeats < 1 or arguments.warmup < 0 or arguments.threads < 1 or arguments.size % 32:
-        parser.error("need --repeats >= 1, --warmup >= 0, --threads >= 1 and --size a multiple of 32")
-    return arguments
+    return forward_cpu.parse_model_benchmark_arguments(parser, argv)
 
 
 def opencv_runner(forward_cpu: object, cfg_path: Path, weights_path: Path, image: np.ndarray) -> Callable[[], list]:
@@ -263,9 +237,9 @@ def build_report(
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    arguments = parse_arguments(argv)
+    forward_cpu = load_bench_module("forward_cpu")
+    arguments = parse_arguments(argv, forward_cpu)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    forward_cpu = load_forward_cpu()
     command = command_line("bench/inference_precision.py", argv)
     started = datetime.datetime.now(datetime.timezone.utc)
     load_start = os.getloadavg()
@@ -276,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[ModelResult] = []
     with tempfile.TemporaryDirectory(prefix="inference_precision_") as temporary:
         for name in arguments.models:
-            cfg_path = arguments.shared / MODEL_CFGS[name]
+            cfg_path = arguments.shared / forward_cpu.MODEL_CFGS[name]
             weights_path = real_weights[name]
             if weights_path is None:
                 weights_path = Path(temporary) / f"{name}-random.weights"
@@ -291,10 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(ModelResult(name, random, samples, differences, meter.background_cores))
             del runners
     report = build_report(arguments, command, started, (load_start, os.getloadavg()), results, forward_cpu)
-    print(report)
-    if arguments.record:
-        record_section(arguments.docs, SECTION_TITLE, report, NOTES_MARKER)
-        logger.info("recorded in %s", arguments.docs)
+    print_and_record(report, arguments.record, arguments.docs, SECTION_TITLE, NOTES_MARKER)
     return 0
 
 

@@ -42,7 +42,7 @@ import cv2
 import torch
 
 from common import command_line, cpu_name
-from docs_section import record_section
+from docs_section import print_and_record
 from yolov3.data.collate import Batch
 from yolov3.data.dataset_config import build_dataset, load_dataset_config
 from yolov3.data.loader import build_train_loader
@@ -240,10 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Rate(f"training step fed by the loader ({arguments.workers} workers)", batch_size, fed_seconds),
     ]
     report = build_report(arguments, command, started, (load_at_start, os.getloadavg()[0]), rates)
-    print(report)
-    if arguments.record:
-        record_section(arguments.docs, SECTION_TITLE, report)
-        logger.info("recorded in %s", arguments.docs)
+    print_and_record(report, arguments.record, arguments.docs, SECTION_TITLE)
     return 0
 
 

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from common import CpuMeter, command_line, cpu_name, time_interleaved
-from docs_section import record_section
+from docs_section import print_and_record
 from yolov3.compression.structured import apply_plan, flops, plan_pruning
 from yolov3.models import create_model
 from yolov3.models.layers import ConvBNAct
@@ -236,10 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_start = os.getloadavg()
     results = [benchmark_model(name, arguments) for name in arguments.models]
     report = build_report(arguments, command, started, (load_start, os.getloadavg()), results)
-    print(report)
-    if arguments.record:
-        record_section(arguments.docs, SECTION_TITLE, report, NOTES_MARKER)
-        logger.info("recorded in %s", arguments.docs)
+    print_and_record(report, arguments.record, arguments.docs, SECTION_TITLE, NOTES_MARKER)
     return 0
 
 

@@ -53,7 +53,7 @@ from pathlib import Path
 
 import torch
 
-from common import CpuMeter, command_line, cpu_name, random_targets, time_interleaved
+from common import CpuMeter, command_line, cpu_name, load_bench_module, random_targets, time_interleaved
 from docs_section import record_section
 from yolov3.data.collate import Batch
 from yolov3.data.dataset_config import build_dataset
@@ -115,15 +115,6 @@ VARIANTS = (
     Variant("bf16-cl-compile", "ours bf16 autocast, channels_last, torch.compile", "bf16", True, True),
 )
 PEER_KEY = "peer"
-
-
-def load_bench_module(name: str) -> types.ModuleType:
-    """``bench/<name>.py`` as a module (for forward_cpu's ``set_threads``)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:

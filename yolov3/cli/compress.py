@@ -45,7 +45,7 @@ from yolov3.compression.storage import load_compressed
 from yolov3.inference.compressed_file import read_header
 from yolov3.models.darknet_io import DarknetIO
 from yolov3.train.config import load_train_config
-from yolov3.train.interrupt import InterruptHandler, TrainingInterruptedError
+from yolov3.train.interrupt import InterruptHandler, TrainingInterruptedError, report_interruption
 
 logger = logging.getLogger("yolov3.compress")
 
@@ -101,9 +101,11 @@ def compress(arguments: argparse.Namespace) -> int:
         try:
             result = compress_model(settings)
         except TrainingInterruptedError as stop:
-            print(f"{stop}: the fine-tuning under {run_dir} keeps its last completed epoch; continue with the same "
-                  f"arguments and --run-dir {run_dir} --resume", file=sys.stderr)  # fmt: skip
-            return 128 + stop.signal_number
+            return report_interruption(
+                stop,
+                f"the fine-tuning under {run_dir} keeps its last completed epoch; "
+                f"continue with the same arguments and --run-dir {run_dir} --resume",
+            )
     report = result.report
     print(report.format_table())
     print()

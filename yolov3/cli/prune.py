@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -43,7 +42,7 @@ from yolov3.compression.pipelines_structured import StructuredSettings, structur
 from yolov3.compression.schedules import PruningConfig
 from yolov3.compression.sensitivity import DEFAULT_LEVELS, load_sparsity_budget
 from yolov3.train.config import TrainConfig, load_train_config
-from yolov3.train.interrupt import InterruptHandler, TrainingInterruptedError
+from yolov3.train.interrupt import InterruptHandler, TrainingInterruptedError, report_interruption
 
 logger = logging.getLogger("yolov3.prune")
 
@@ -124,9 +123,11 @@ def oneshot_or_iterative(args: argparse.Namespace) -> int:
         try:
             result = prune_and_finetune(settings)
         except TrainingInterruptedError as stop:
-            print(f"{stop}: {out / 'last.pt'} keeps the last completed epoch of the fine-tuning; continue with the "
-                  f"same arguments and --out {out} --resume", file=sys.stderr)  # fmt: skip
-            return 128 + stop.signal_number
+            return report_interruption(
+                stop,
+                f"{out / 'last.pt'} keeps the last completed epoch of the fine-tuning; "
+                f"continue with the same arguments and --out {out} --resume",
+            )
     print(result.format_markdown())
     print(result.report.format_table())
     print(f"\npruned checkpoint (zeros permanent): {result.pruned_path}\nTensorBoard: tensorboard --logdir {out}")

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from yolov3.darknet.cfg import ConvLstmSection
-from yolov3.models.crnn import DARKNET_BATCHNORM_EPS
+from yolov3.models.crnn import recurrent_convolution
 from yolov3.models.layers import ConvBNAct
 
 GATES = ("f", "i", "g", "o")
@@ -39,26 +39,12 @@ class ConvLstm(nn.Module):
 
     def __init__(self, section: ConvLstmSection, in_channels: int) -> None:
         super().__init__()
-
-        def convolution(inputs: int) -> ConvBNAct:
-            block = ConvBNAct(
-                inputs,
-                section.output,
-                section.size,
-                section.stride,
-                padding=section.effective_padding,
-                groups=section.groups,
-                dilation=section.dilation,
-                batch_norm=bool(section.batch_normalize),
-                activation=section.activation,
-            )
-            if block.bn is not None:
-                block.bn.eps = DARKNET_BATCHNORM_EPS
-            return block
-
-        self.u = nn.ModuleDict({gate: convolution(in_channels) for gate in GATES})
-        self.w = nn.ModuleDict({gate: convolution(section.output) for gate in GATES})
-        self.v = nn.ModuleDict({gate: convolution(section.output) for gate in PEEPHOLES} if section.peephole else {})
+        self.u = nn.ModuleDict({gate: recurrent_convolution(section, in_channels, section.output) for gate in GATES})
+        self.w = nn.ModuleDict({gate: recurrent_convolution(section, section.output, section.output) for gate in GATES})
+        peepholes = PEEPHOLES if section.peephole else ()
+        self.v = nn.ModuleDict(
+            {gate: recurrent_convolution(section, section.output, section.output) for gate in peepholes}
+        )
 
     @property
     def blocks(self) -> tuple[ConvBNAct, ...]:

@@ -20,11 +20,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from yolov3.darknet.cfg import CrnnSection
+from yolov3.darknet.cfg import ConvLstmSection, CrnnSection
 from yolov3.models.layers import ConvBNAct
 
 # batchnorm_layer.c's normalize_cpu divides by sqrt(variance + .00001f)
 DARKNET_BATCHNORM_EPS = 1e-5
+
+
+def recurrent_convolution(section: CrnnSection | ConvLstmSection, inputs: int, outputs: int) -> ConvBNAct:
+    """One of a recurrent layer's convs: the section's size, stride, padding, groups, batch norm and activation,
+    ``inputs -> outputs`` channels, with Darknet's unfused batch-norm epsilon."""
+    block = ConvBNAct(
+        inputs,
+        outputs,
+        section.size,
+        section.stride,
+        padding=section.effective_padding,
+        groups=section.groups,
+        dilation=section.dilation,
+        batch_norm=bool(section.batch_normalize),
+        activation=section.activation,
+    )
+    if block.bn is not None:
+        block.bn.eps = DARKNET_BATCHNORM_EPS
+    return block
 
 
 class Crnn(nn.Module):
@@ -32,26 +51,9 @@ class Crnn(nn.Module):
 
     def __init__(self, section: CrnnSection, in_channels: int) -> None:
         super().__init__()
-
-        def convolution(inputs: int, outputs: int) -> ConvBNAct:
-            block = ConvBNAct(
-                inputs,
-                outputs,
-                section.size,
-                section.stride,
-                padding=section.effective_padding,
-                groups=section.groups,
-                dilation=section.dilation,
-                batch_norm=bool(section.batch_normalize),
-                activation=section.activation,
-            )
-            if block.bn is not None:
-                block.bn.eps = DARKNET_BATCHNORM_EPS
-            return block
-
-        self.input_conv = convolution(in_channels, section.hidden)
-        self.self_conv = convolution(section.hidden, section.hidden)
-        self.output_conv = convolution(section.hidden, section.output)
+        self.input_conv = recurrent_convolution(section, in_channels, section.hidden)
+        self.self_conv = recurrent_convolution(section, section.hidden, section.hidden)
+        self.output_conv = recurrent_convolution(section, section.hidden, section.output)
 
     @property
     def blocks(self) -> tuple[ConvBNAct, ConvBNAct, ConvBNAct]:

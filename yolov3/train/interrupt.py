@@ -29,6 +29,12 @@ class TrainingInterruptedError(Exception):
         self.signal_number = signal_number
 
 
+def report_interruption(stop: TrainingInterruptedError, how_to_continue: str) -> int:
+    """Print ``"<what stopped the run>: <how_to_continue>"`` on stderr; returns the exit status (128 + signal)."""
+    print(f"{stop}: {how_to_continue}", file=sys.stderr)
+    return 128 + stop.signal_number
+
+
 class InterruptHandler(TrainerCallback):
     """First SIGINT / SIGTERM: stop at the next safe point; second: exit at once (status 128 + signal)."""
 
