@@ -196,47 +196,8 @@ class ContrastiveSection(Section):
 
 
 @dataclass(kw_only=True)
-class CrnnSection(Section):
-    """``[crnn]``: a convolutional RNN of three [convolutional]-like layers (input, self, output), run as
-    Darknet's inference runs it: one time step from a zero state, ``output(input(x) + self(0))``."""
-
-    KIND = "crnn"
-    ALWAYS_WRITTEN = ("output", "hidden", "size", "activation")
-
-    size: int = 3
-    stride: int = 1
-    dilation: int = 1
-    pad: int = 0
-    padding: int = 0
-    output: int = 1
-    hidden: int = 1
-    groups: int = 1
-    activation: str = "logistic"
-    batch_normalize: int = 0
-    shortcut: int = 0  # adds the previous state, zero in a single step
-
-    @property
-    def effective_padding(self) -> int:
-        """As [convolutional]: ``pad=1`` means ``size // 2`` (times the dilation)."""
-        return (self.size // 2 if self.pad else self.padding) * self.dilation
-
-    def validate(self) -> None:
-        for name, low, high in (("size", 1, 1024), ("stride", 1, 1024), ("dilation", 1, 1024), ("padding", 0, 1024)):
-            check_range(self, name, low, high)
-        for name in ("output", "hidden", "groups"):
-            check_range(self, name, 1, MAX_SIZE)
-        if self.output % self.groups or self.hidden % self.groups:
-            raise self.error(f"output={self.output} and hidden={self.hidden} must be divisible by groups={self.groups}")
-        _check_activation(self, self.activation)
-
-
-@dataclass(kw_only=True)
-class ConvLstmSection(Section):
-    """``[conv_lstm]``: a convolutional LSTM (convs ``u*`` on the input, ``w*`` on the previous output, ``v*``
-    peepholes on the cell), run as Darknet's inference runs it: one time step from a zero state."""
-
-    KIND = "conv_lstm"
-    ALWAYS_WRITTEN = ("output", "size", "activation")
+class RecurrentConvSection(Section):
+    """The [convolutional]-like keys of [crnn] and [conv_lstm]: each of their inner convs is built from them."""
 
     size: int = 3
     stride: int = 1
@@ -247,22 +208,54 @@ class ConvLstmSection(Section):
     groups: int = 1
     activation: str = "linear"
     batch_normalize: int = 0
-    peephole: int = 0
-    shortcut: int = 0  # only used with bottleneck=1 (refused) in Darknet's GPU forward; no effect otherwise
 
     @property
     def effective_padding(self) -> int:
         """As [convolutional]: ``pad=1`` means ``size // 2`` (times the dilation)."""
         return (self.size // 2 if self.pad else self.padding) * self.dilation
 
+    def channel_counts(self) -> dict[str, int]:
+        """The channel counts that ``groups`` must divide."""
+        return {"output": self.output}
+
     def validate(self) -> None:
         for name, low, high in (("size", 1, 1024), ("stride", 1, 1024), ("dilation", 1, 1024), ("padding", 0, 1024)):
             check_range(self, name, low, high)
-        for name in ("output", "groups"):
+        counts = self.channel_counts()
+        for name in (*counts, "groups"):
             check_range(self, name, 1, MAX_SIZE)
-        if self.output % self.groups:
-            raise self.error(f"output={self.output} must be divisible by groups={self.groups}")
+        if any(count % self.groups for count in counts.values()):
+            described = " and ".join(f"{name}={count}" for name, count in counts.items())
+            raise self.error(f"{described} must be divisible by groups={self.groups}")
         _check_activation(self, self.activation)
+
+
+@dataclass(kw_only=True)
+class CrnnSection(RecurrentConvSection):
+    """``[crnn]``: a convolutional RNN of three [convolutional]-like layers (input, self, output), run as
+    Darknet's inference runs it: one time step from a zero state, ``output(input(x) + self(0))``."""
+
+    KIND = "crnn"
+    ALWAYS_WRITTEN = ("output", "hidden", "size", "activation")
+
+    hidden: int = 1
+    activation: str = "logistic"
+    shortcut: int = 0  # adds the previous state, zero in a single step
+
+    def channel_counts(self) -> dict[str, int]:
+        return {"output": self.output, "hidden": self.hidden}
+
+
+@dataclass(kw_only=True)
+class ConvLstmSection(RecurrentConvSection):
+    """``[conv_lstm]``: a convolutional LSTM (convs ``u*`` on the input, ``w*`` on the previous output, ``v*``
+    peepholes on the cell), run as Darknet's inference runs it: one time step from a zero state."""
+
+    KIND = "conv_lstm"
+    ALWAYS_WRITTEN = ("output", "size", "activation")
+
+    peephole: int = 0
+    shortcut: int = 0  # only used with bottleneck=1 (refused) in Darknet's GPU forward; no effect otherwise
 
 
 @dataclass(kw_only=True)

@@ -298,3 +298,16 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
             )
         nodes.append(LayerNode(index, section, sources, input_shape, shape))
     return nodes
+
+
+def head_stride(node: LayerNode, net_height: int, net_width: int) -> int:
+    """The stride of a detection head's grid: the one integer that divides the input into it in both directions
+    (``CfgError`` naming the layer otherwise)."""
+    _, grid_height, grid_width = node.output_shape
+    stride = net_height // grid_height
+    if stride * grid_height != net_height or stride * grid_width != net_width:
+        raise node.section.error(
+            f"layer {node.index} has a {grid_height}x{grid_width} grid for a {net_height}x{net_width} input; "
+            "expected the same integer stride in both directions"
+        )
+    return stride

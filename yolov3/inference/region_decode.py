@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from yolov3.darknet.cfg import GaussianYoloSection, RegionSection, Section, YoloSection
-from yolov3.darknet.graph import HEAD_SECTIONS
+from yolov3.darknet.graph import HEAD_SECTIONS, head_stride
 from yolov3.inference.decode import decode_head
 from yolov3.models.yolo_head import YoloHeadSpec
 
@@ -171,13 +171,7 @@ def inference_head_specs(model: Darknet) -> list[YoloHeadSpec | DarknetHeadSpec]
         section = node.section
         if not isinstance(section, HEAD_SECTIONS):
             continue
-        _, grid_height, grid_width = node.output_shape
-        stride = net_height // grid_height
-        if stride * grid_height != net_height or stride * grid_width != net_width:
-            raise section.error(
-                f"layer {node.index} has a {grid_height}x{grid_width} grid for a {net_height}x{net_width} input; "
-                "expected the same integer stride in both directions"
-            )
+        stride = head_stride(node, net_height, net_width)
         if needs_special_decode(section):
             specs.append(DarknetHeadSpec(section, stride))
         else:

@@ -37,7 +37,7 @@ from yolov3.darknet.cfg import (
     YoloSection,
     parse_cfg,
 )
-from yolov3.darknet.graph import HEAD_SECTIONS, LayerNode, build_graph
+from yolov3.darknet.graph import HEAD_SECTIONS, LayerNode, build_graph, head_stride
 from yolov3.darknet.weights_file import ConvParameters
 from yolov3.models.antialiasing import AntialiasedConv
 from yolov3.models.binary_conv import XnorConv, binary_output_layers
@@ -188,13 +188,7 @@ class Darknet(DarknetIO, nn.Module):
                         " heads are decoded by yolov3.inference.region_decode"
                     )
                 continue
-            _, grid_height, grid_width = node.output_shape
-            stride = net_height // grid_height
-            if stride * grid_height != net_height or stride * grid_width != net_width:
-                raise section.error(
-                    f"layer {node.index} has a {grid_height}x{grid_width} grid for a {net_height}x{net_width} "
-                    "input; expected the same integer stride in both directions"
-                )
+            stride = head_stride(node, net_height, net_width)
             specs.append(YoloHeadSpec(section.anchors_px, stride, section.classes, section.scale_x_y))
         return specs
 
