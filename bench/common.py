@@ -7,6 +7,7 @@ top-level module from the script's own folder; the tests reach it through pytest
 
 from __future__ import annotations
 
+import datetime
 import gc
 import importlib.util
 import logging
@@ -16,10 +17,16 @@ import shlex
 import sys
 import time
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
+from torch import nn
+
+from yolov3.data.collate import Batch
+from yolov3.models.layers import ConvBNAct
 
 
 def cpu_name() -> str:
@@ -40,6 +47,25 @@ def load_bench_module(name: str) -> types.ModuleType:
     sys.modules.setdefault(spec.name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+@dataclass(frozen=True)
+class BenchStart:
+    """A benchmark's command-line arguments, the command as the report quotes it, and when it started."""
+
+    argv: list[str]
+    command: str
+    started: datetime.datetime
+
+
+def start_bench(script: str, argv: Sequence[str] | None) -> BenchStart:
+    """What every script's ``main`` does first: read ``argv`` (default: the process's), log with times to
+    stderr, and note the command line and the start time for the report."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    return BenchStart(
+        arguments, command_line(f"bench/{script}.py", arguments), datetime.datetime.now(datetime.timezone.utc)
+    )
 
 
 def command_line(script: str, argv: Sequence[str]) -> str:
@@ -86,6 +112,20 @@ def own_cpu_seconds() -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
+# Above this many cores of other processes' CPU use during a timing, a report calls its figures indicative.
+BUSY_BACKGROUND_CORES = 0.2
+
+
+def background_sentence(measured: Sequence[tuple[str, float | None]]) -> str:
+    """The report's line on other processes' CPU use, one ``(what was timed, cores or None)`` pair each, ending
+    in a warning when any exceeded :data:`BUSY_BACKGROUND_CORES`."""
+    text = ", ".join(f"{name} " + ("unknown" if cores is None else f"{cores:.2f}") for name, cores in measured)
+    known = [cores for _, cores in measured if cores is not None]
+    if known and max(known) > BUSY_BACKGROUND_CORES:
+        return text + " cores. **Other processes used the CPU during the timings; treat the figures as indicative.**"
+    return text + " cores (an idle machine)."
+
+
 class CpuMeter:
     """CPU time used by other processes while it runs, in cores: (all busy CPU time - ours) / wall time.
 
@@ -115,3 +155,39 @@ def random_targets(batch: int, per_image: int, classes: int, generator: torch.Ge
     size = torch.rand(count, 2, generator=generator) * 0.45 + 0.05
     centre = size / 2 + torch.rand(count, 2, generator=generator) * (1 - size)
     return torch.cat([image[:, None], label[:, None], centre, size], dim=1)
+
+
+def initialize_convolutions(model: nn.Module, seed: int, distribution: Literal["normal", "laplace"] = "normal") -> None:
+    """Random conv weights of variance 2 / fan-in (Kaiming; ``"laplace"`` for the heavy tails trained weights
+    have, which is what magnitude pruning and weight sharing see) and BatchNorms near identity: activations
+    stay O(1), with no denormals to slow a timing down."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if not isinstance(module, ConvBNAct):
+                continue
+            conv, bn = module.conv, module.bn
+            fan_in = conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
+            if distribution == "laplace":
+                uniform = torch.rand(conv.weight.shape, generator=generator) - 0.5  # Laplace by inverse CDF
+                unit = -torch.sign(uniform) * torch.log1p(-2 * uniform.abs()) * 0.5**0.5  # variance 1
+            else:
+                unit = torch.randn(conv.weight.shape, generator=generator)
+            conv.weight.copy_(unit * (2.0 / fan_in) ** 0.5)
+            if conv.bias is not None:
+                conv.bias.copy_(torch.randn(conv.out_channels, generator=generator) * 0.01)
+            if bn is not None:
+                channels = bn.num_features
+                bn.weight.copy_(torch.rand(channels, generator=generator) * 0.4 + 0.8)
+                bn.bias.copy_(torch.randn(channels, generator=generator) * 0.05)
+                bn.running_mean.copy_(torch.randn(channels, generator=generator) * 0.05)
+                bn.running_var.copy_(torch.rand(channels, generator=generator) * 0.4 + 0.8)
+
+
+def endless(loader: torch.utils.data.DataLoader) -> Iterator[Batch]:
+    """The loader's batches epoch after epoch (``set_epoch`` before each, as the trainer does)."""
+    epoch = 0
+    while True:
+        loader.batch_sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1

@@ -26,8 +26,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
+import logging
 import os
 import platform
 import statistics
@@ -42,7 +42,7 @@ import numpy as np
 import onnxruntime
 import torch
 
-from common import CpuMeter, command_line, cpu_name, time_interleaved
+from common import CpuMeter, cpu_name, start_bench, time_interleaved
 from docs_section import record_section
 from yolov3.checkpoint import load_checkpoint, model_from_checkpoint
 from yolov3.data.image_io import read_image_rgb
@@ -54,9 +54,16 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
 THREADS = (1, 2)
 
+logger = logging.getLogger("bench.compression_real")
 
-def run_command(arguments: list[str]) -> None:
-    """``python -m <arguments>`` in the repository root; its output is shown only when it fails."""
+
+def run_command(arguments: list[str], output: Path | None = None) -> None:
+    """``python -m <arguments>`` in the repository root; its output is shown only when it fails. With
+    ``output``, a command whose ``output`` exists already (a ``--keep`` folder of an earlier run) is skipped."""
+    if output is not None and output.exists():
+        logger.info("kept: %s (skipping python -m %s)", output, arguments[0])
+        return
+    logger.info("python -m %s", " ".join(arguments))
     result = subprocess.run([sys.executable, "-m", *arguments], cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         sys.stderr.write(result.stdout + result.stderr)
@@ -66,35 +73,111 @@ def run_command(arguments: list[str]) -> None:
 def make_artifacts(arguments: argparse.Namespace, folder: Path) -> dict[str, Path]:
     """Every artifact of the table, by variant name, made with the project's CLIs."""
     checkpoint = arguments.checkpoint
+    train_cfg = arguments.train_cfg or checkpoint.parent / "args.yaml"
     export = ["yolov3.export", "--weights", str(checkpoint)]
     artifacts = {"fp32 .pt (PyTorch)": checkpoint}
-    run_command([*export, "--format", "darknet", "--out", str(folder / "model")])
+    run_command([*export, "--format", "darknet", "--out", str(folder / "model")], folder / "model.weights")
     artifacts["fp32 .weights (Darknet)"] = folder / "model.weights"
-    run_command([*export, "--format", "onnx", "--out", str(folder / "fp32.onnx")])
+    run_command([*export, "--format", "onnx", "--out", str(folder / "fp32.onnx")], folder / "fp32.onnx")
     artifacts["fp32 ONNX"] = folder / "fp32.onnx"
     run_command([*export, "--format", "onnx", "--out", str(folder / "ptq.onnx"), "--int8", "--calibration-data",
-                 str(arguments.cfg)])  # fmt: skip
+                 str(arguments.cfg)], folder / "ptq.onnx")  # fmt: skip
     artifacts["int8 PTQ ONNX (train-split calibration)"] = folder / "ptq.onnx"
     if arguments.qat_epochs > 0:
-        train_cfg = arguments.train_cfg or checkpoint.parent / "args.yaml"
         run_command([*export, "--format", "onnx", "--out", str(folder / "qat.onnx"), "--int8", "--qat",
                      "--train-cfg", str(train_cfg), "--qat-epochs", str(arguments.qat_epochs),
-                     "--qat-dir", str(folder / "qat-run"), "--no-progress"])  # fmt: skip
+                     "--qat-dir", str(folder / "qat-run"), "--no-progress"], folder / "qat.onnx")  # fmt: skip
         artifacts[f"int8 QAT ONNX ({arguments.qat_epochs} epochs)"] = folder / "qat.onnx"
+    if arguments.deep_compression:
+        artifacts |= deep_compression(arguments, train_cfg, folder)
+    if arguments.structured_flops:
+        artifacts |= structured(arguments, train_cfg, folder)
+    if arguments.lottery_rounds:
+        artifacts |= lottery(arguments, train_cfg, folder)
+    return artifacts
+
+
+def lottery(arguments: argparse.Namespace, train_cfg: Path, folder: Path) -> dict[str, Path]:
+    """The lottery-ticket experiment (``prune lottery``): a dense run of ``--lottery-epochs``, then rounds of
+    global magnitude pruning (``--lottery-rate`` of the remaining weights), rewinding the survivors to their
+    initial values (the COCO weights the run starts from) and retraining; beside each ticket, the random
+    re-initialisation control with the same mask. Every run's ``best.pt`` is one row."""
+    out = folder / "lottery"
+    rounds, epochs = arguments.lottery_rounds, arguments.lottery_epochs
+    schedule = ["--rounds", str(rounds), "--rate", f"{arguments.lottery_rate}", "--control", "random_reinit"]
+    run_command(["yolov3.prune", "lottery", "--cfg", str(train_cfg), "--set", f"train.epochs={epochs}", *schedule,
+                 "--out", str(out), "--no-progress"], out / "lottery.csv")  # fmt: skip
+    artifacts = {f"lottery: dense ({epochs} epochs from the COCO weights)": out / "round-0" / "best.pt"}
+    for number in range(1, rounds + 1):
+        sparsity = 1 - (1 - arguments.lottery_rate) ** number
+        artifacts[f"lottery: ticket, round {number} ({sparsity:.1%} sparse)"] = out / f"round-{number}" / "best.pt"
+        artifacts[f"lottery: random re-init control, round {number}"] = out / f"control-{number}" / "best.pt"
+    return artifacts
+
+
+def deep_compression(arguments: argparse.Namespace, train_cfg: Path, folder: Path) -> dict[str, Path]:
+    """Deep Compression as the issue asks: per-layer sparsities from the sensitivity sweep, gradual pruning
+    with fine-tuning (``prune iterative --budget``), then k-means sharing with centroid fine-tuning and
+    Huffman coding (``compress`` of the pruned model, no further pruning)."""
+    common = ["--cfg", str(train_cfg), "--no-progress"]
+    dense = ["--weights", str(arguments.checkpoint), *common, "--target", f"{arguments.sparsity}"]
+    budget, pruned = folder / "sensitivity" / "budget.yaml", folder / "pruned" / "pruned.pt"
+    sweep = ["--metric", "map", "--max-sparsity", "0.97", "--out", str(budget.parent)]
+    run_command(["yolov3.prune", "sensitivity", *dense, *sweep], budget)
+    rounds = ["--rounds", str(arguments.prune_rounds), "--finetune-epochs", str(arguments.prune_epochs)]
+    run_command(["yolov3.prune", "iterative", *dense, "--budget", str(budget), *rounds, "--out", str(pruned.parent)],
+                pruned)  # fmt: skip
+    compressed = folder / "deep_compression.yolov3c"
+    sharing = ["--sparsity", "0", "--bits", str(arguments.bits), "--centroid-epochs", str(arguments.centroid_epochs)]
+    run_command(["yolov3.compress", "--weights", str(pruned), *common, "--out", str(compressed), *sharing,
+                 "--run-dir", str(folder / "compress-run")], compressed)  # fmt: skip
+    name = (
+        f"Deep Compression .yolov3c ({arguments.sparsity:.0%} sparse by the sweep's budget, {arguments.prune_rounds}"
+        f" x {arguments.prune_epochs} epochs; k={2**arguments.bits}, {arguments.centroid_epochs} centroid epochs)"
+    )
+    return {name: compressed}
+
+
+def structured(arguments: argparse.Namespace, train_cfg: Path, folder: Path) -> dict[str, Path]:
+    """Channel pruning to ``--structured-flops`` of the FLOPs, fine-tuned, as Darknet .cfg + .weights; its
+    fp32 ONNX (for the latency), and (``--qat-epochs``) its int8 QAT ONNX: prune, retrain, QAT, export int8,
+    the path NVIDIA's TAO takes for YOLO."""
+    out = folder / "structured"
+    finetuned = out / "finetuned.weights"
+    pruning = ["--flops-target", f"{arguments.structured_flops}", "--finetune-epochs", str(arguments.structured_epochs)]
+    run_command(["yolov3.prune", "structured", "--weights", str(arguments.checkpoint), "--cfg", str(train_cfg),
+                 *pruning, "--out", str(out), "--no-progress"], finetuned)  # fmt: skip
+    label = f"structured, {arguments.structured_flops:.0%} of the FLOPs, {arguments.structured_epochs} epochs"
+    artifacts = {f"{label}: .cfg + .weights (Darknet)": finetuned}
+    export = ["yolov3.export", "--weights", str(out / "finetune" / "best.pt"), "--format", "onnx"]
+    run_command([*export, "--out", str(folder / "structured.onnx")], folder / "structured.onnx")
+    artifacts[f"{label}: fp32 ONNX"] = folder / "structured.onnx"
+    if arguments.qat_epochs > 0:
+        qat = ["--int8", "--qat", "--train-cfg", str(out / "finetune" / "args.yaml"), "--qat-epochs",
+               str(arguments.qat_epochs), "--qat-dir", str(folder / "structured-qat-run"), "--no-progress"]  # fmt: skip
+        run_command([*export, "--out", str(folder / "structured_qat.onnx"), *qat], folder / "structured_qat.onnx")
+        artifacts[f"{label}: int8 QAT ONNX ({arguments.qat_epochs} epochs)"] = folder / "structured_qat.onnx"
     return artifacts
 
 
 def score(artifact: Path, arguments: argparse.Namespace, folder: Path) -> dict[str, Any]:
     """The ``evaluate --json-out`` report of one artifact on the test split."""
     out = folder / f"{artifact.name}.json"
-    cfg = ["--cfg", str(artifact.with_suffix(".cfg"))] if artifact.suffix == ".weights" else []
+    cfg = ["--cfg", str(darknet_cfg(artifact))] if artifact.suffix == ".weights" else []
     run_command(["yolov3.evaluate", "--weights", str(artifact), *cfg, "--data", str(arguments.cfg), "--split",
                  arguments.split, "--json-out", str(out)])  # fmt: skip
     return json.loads(out.read_text())
 
 
-def latency_runners(artifacts: dict[str, Path], image: np.ndarray) -> dict[str, Callable[[], object]]:
-    """One runner per (variant, threads): ONNX files in onnxruntime, the checkpoint in PyTorch fp32."""
+def darknet_cfg(weights: Path) -> Path:
+    """The .cfg beside a .weights: same stem (an export), else the folder's ``pruned.cfg`` (structured)."""
+    same_stem = weights.with_suffix(".cfg")
+    return same_stem if same_stem.is_file() else weights.parent / "pruned.cfg"
+
+
+def latency_runners(artifacts: dict[str, Path], image: np.ndarray, checkpoint: Path) -> dict[str, Callable[[], object]]:
+    """One runner per (variant, threads): ONNX files in onnxruntime, ``checkpoint`` in PyTorch fp32. Sparse
+    checkpoints and ``.yolov3c`` files run as dense fp32 models (zeros are not skipped): not timed."""
     runners: dict[str, Callable[[], object]] = {}
     pixels = image.astype(np.float32).transpose(2, 0, 1)[None] / 255.0  # (H, W, 3) -> (1, 3, H, W)
     for name, path in artifacts.items():
@@ -107,7 +190,7 @@ def latency_runners(artifacts: dict[str, Path], image: np.ndarray) -> dict[str, 
                 session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
                 feed = {session.get_inputs()[0].name: pixels}
                 runners[key] = lambda session=session, feed=feed: session.run(None, feed)
-            elif path.suffix == ".pt":
+            elif path == checkpoint:
                 model = model_from_checkpoint(load_checkpoint(path)).eval()
                 tensor = torch.from_numpy(pixels)
 
@@ -133,8 +216,16 @@ def test_image(arguments: argparse.Namespace, size: tuple[int, int]) -> np.ndarr
     return letterbox_image(image, size, fill=127)[0]
 
 
+def artifact_bytes(path: Path) -> int:
+    """What a user ships: the file, and for Darknet weights their .cfg too."""
+    return path.stat().st_size + (darknet_cfg(path).stat().st_size if path.suffix == ".weights" else 0)
+
+
 def render(results: dict[str, Any]) -> str:
-    reference = next(row["bytes"] for row in results["rows"] if row["variant"].startswith("fp32 .weights"))
+    rows = results["rows"]
+    reference = next(row["bytes"] for row in rows if row["variant"].startswith("fp32 .weights"))
+    dense = next(row for row in rows if row["variant"] == "fp32 ONNX")
+    dense_ms = dense["latency_ms"].get("1")
     lines = [
         f"- Machine: {results['machine']}; Python {results['python']}, torch {results['torch']}, onnxruntime "
         f"{results['onnxruntime']}",
@@ -144,18 +235,21 @@ def render(results: dict[str, Any]) -> str:
         f"- Checkpoint `{results['checkpoint']}`, scored on `{results['cfg']}` split `{results['split']}` with "
         "`python -m yolov3.evaluate --weights ARTIFACT --data CFG --split test` (each artifact its own backend). "
         f"Latency: batch 1 at {results['size'][0]}x{results['size'][1]}, median of {results['repeats']} "
-        "interleaved runs after warm-up.",
+        "interleaved runs after warm-up; sparse checkpoints and `.yolov3c` files run as dense fp32 models, so "
+        "they are not timed. File bytes of Darknet weights include their `.cfg`.",
         "",
-        "| variant | file bytes | fp32 .weights / file | mAP@0.5 | mAP@[.5:.95] | backend | ms, 1 thread "
-        "| ms, 2 threads |",
-        "|---|---:|---:|---:|---:|---|---:|---:|",
+        "| variant | file bytes | fp32 .weights / file | mAP@0.5 | vs dense | mAP@[.5:.95] | backend | ms, 1 thread "
+        "| fp32 ONNX / ms, 1 thread | ms, 2 threads |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
-    for row in results["rows"]:
+    for row in rows:
         times = [row["latency_ms"].get(str(threads)) for threads in THREADS]
         shown = [f"{value:.1f}" if value is not None else "-" for value in times]
+        speedup = f"{dense_ms / times[0]:.2f}x" if dense_ms and times[0] else "-"
         lines.append(
             f"| {row['variant']} | {row['bytes']:,} | {reference / row['bytes']:.2f}x | {row['map50']:.3f} | "
-            f"{row['map']:.3f} | {row['backend']} | {shown[0]} | {shown[1]} |"
+            f"{100 * (row['map50'] - dense['map50']):+.1f} | {row['map']:.3f} | {row['backend']} | {shown[0]} | "
+            f"{speedup} | {shown[1]} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -167,23 +261,37 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-cfg", type=Path, help="QAT fine-tuning config (default: args.yaml beside it)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--qat-epochs", type=int, default=3, help="0 leaves QAT out (default 3)")
+    parser.add_argument("--deep-compression", action="store_true", help="add the Deep Compression row")
+    parser.add_argument("--sparsity", type=float, default=0.92, help="Deep Compression: overall sparsity (0.92)")
+    parser.add_argument("--prune-rounds", type=int, default=4, help="Deep Compression: pruning rounds (4)")
+    parser.add_argument("--prune-epochs", type=int, default=5, help="Deep Compression: epochs per round (5)")
+    parser.add_argument("--bits", type=int, default=4, help="Deep Compression: bits per shared weight (4)")
+    parser.add_argument("--centroid-epochs", type=int, default=4, help="Deep Compression: centroid epochs (4)")
+    parser.add_argument("--structured-flops", type=float, help="add structured pruning to this FLOPs fraction")
+    parser.add_argument("--structured-epochs", type=int, default=30, help="structured: fine-tuning epochs (30)")
+    parser.add_argument("--lottery-rounds", type=int, default=0, help="add the lottery-ticket rows (0: none)")
+    parser.add_argument("--lottery-rate", type=float, default=0.5, help="lottery: pruned per round (0.5)")
+    parser.add_argument("--lottery-epochs", type=int, default=15, help="lottery: epochs of every run (15)")
     parser.add_argument("--image", help="the image timed (default: the split's first, letterboxed)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--keep", type=Path, help="keep the artifacts in this folder (default: a temporary one)")
+    parser.add_argument("--keep", type=Path, help="keep the artifacts in this folder (default: a temporary one); "
+                        "artifacts already there are reused, so a stopped run continues")  # fmt: skip
     parser.add_argument("--record", action="store_true", help=f"write the table into {DOCS.name}")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = parse_arguments(argv)
+    start = start_bench("compression_real", argv)
+    arguments = parse_arguments(start.argv)
     with tempfile.TemporaryDirectory(prefix="compression-real-") as temporary:
         folder = arguments.keep or Path(temporary)
         folder.mkdir(parents=True, exist_ok=True)
         artifacts = make_artifacts(arguments, folder)
         reports = {name: score(path, arguments, folder) for name, path in artifacts.items()}
         size = tuple(load_checkpoint(arguments.checkpoint).input_size or (416, 416))
-        runners = latency_runners(artifacts, test_image(arguments, (int(size[0]), int(size[1]))))
+        image = test_image(arguments, (int(size[0]), int(size[1])))
+        runners = latency_runners(artifacts, image, arguments.checkpoint)
         with CpuMeter() as meter:
             samples = time_interleaved(runners, arguments.warmup, arguments.repeats)
         torch.set_num_threads(os.cpu_count() or 1)
@@ -192,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = reports[name]
             latency = {key.split("|")[1]: 1000 * statistics.median(values) for key, values in samples.items()
                        if key.split("|")[0] == name}  # fmt: skip
-            rows.append({"variant": name, "bytes": path.stat().st_size, "map50": report["mAP50"],
+            rows.append({"variant": name, "bytes": artifact_bytes(path), "map50": report["mAP50"],
                          "map": report["coco"]["stats"]["AP"], "backend": report["backend"],
                          "latency_ms": latency})  # fmt: skip
     results = {
@@ -200,8 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
-        "command": command_line("bench/compression_real.py", sys.argv[1:] if argv is None else list(argv)),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": start.command,
+        "date": start.started.strftime("%Y-%m-%d %H:%M UTC"),
         "background_cores": meter.background_cores or 0.0,
         "checkpoint": str(arguments.checkpoint),
         "cfg": str(arguments.cfg),

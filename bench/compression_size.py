@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common import command_line, cpu_name
+from common import cpu_name, start_bench
 from docs_section import print_and_record
 from yolov3.compression.masks import finalize_pruning, prunable_layers, prune_to_sparsity
 from yolov3.compression.report import CompressionReport
@@ -232,11 +232,8 @@ def where_the_bytes_go(measurements: list[Measurement]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    arguments = parse_arguments(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    command = command_line("bench/compression_size.py", argv)
-    started = datetime.datetime.now(datetime.timezone.utc)
+    start = start_bench("compression_size", argv)
+    arguments = parse_arguments(start.argv)
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_compression_") as directory:
         for name in arguments.models:
@@ -245,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["yolov3-tiny (official weights)"] = measure_model(
                 "yolov3-tiny", arguments, directory, arguments.weights_tiny
             )
-    report = build_report(arguments, command, started, results)
+    report = build_report(arguments, start.command, start.started, results)
     print_and_record(report, arguments.record, arguments.docs, SECTION_TITLE)
     return 0
 

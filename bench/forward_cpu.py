@@ -45,13 +45,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import CpuMeter, command_line, cpu_name, time_interleaved
+from common import BUSY_BACKGROUND_CORES, CpuMeter, cpu_name, initialize_convolutions, start_bench, time_interleaved
 from docs_section import print_and_record
 from yolov3.darknet.cfg import ConvolutionalSection, parse_cfg
 from yolov3.darknet.graph import build_graph
 from yolov3.models import Darknet
 from yolov3.models.fuse import fuse_conv_bn
-from yolov3.models.layers import ConvBNAct
 
 logger = logging.getLogger("bench.forward_cpu")
 
@@ -74,7 +73,6 @@ MATMUL = "matmul"
 MATMUL_SIZE = 2048
 SEED = 0
 # Above this many cores of CPU time used by other processes during the timings, the report flags them.
-BUSY_BACKGROUND_CORES = 0.2
 
 
 @dataclass(frozen=True)
@@ -152,29 +150,9 @@ def model_gflop(cfg_path: Path, size: int) -> float:
     return flop / 1e9
 
 
-def randomize_parameters(model: nn.Module, seed: int) -> None:
-    """Kaiming-normal conv weights and BatchNorms near identity: activations stay O(1), no denormals."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if not isinstance(module, ConvBNAct):
-                continue
-            conv, bn = module.conv, module.bn
-            fan_in = conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
-            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
-            if conv.bias is not None:
-                conv.bias.copy_(torch.randn(conv.out_channels, generator=generator) * 0.01)
-            if bn is not None:
-                channels = bn.num_features
-                bn.weight.copy_(torch.rand(channels, generator=generator) * 0.4 + 0.8)
-                bn.bias.copy_(torch.randn(channels, generator=generator) * 0.05)
-                bn.running_mean.copy_(torch.randn(channels, generator=generator) * 0.05)
-                bn.running_var.copy_(torch.rand(channels, generator=generator) * 0.4 + 0.8)
-
-
 def write_random_weights(cfg_path: Path, weights_path: Path, seed: int = SEED) -> None:
     model = Darknet(cfg_path)
-    randomize_parameters(model, seed)
+    initialize_convolutions(model, seed)
     model.save_darknet_weights(weights_path)
 
 
@@ -465,11 +443,8 @@ def build_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    arguments = parse_arguments(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    command = command_line("bench/forward_cpu.py", argv)
-    started = datetime.datetime.now(datetime.timezone.utc)
+    start = start_bench("forward_cpu", argv)
+    arguments = parse_arguments(start.argv)
     set_threads(arguments.threads)
     image = make_input(arguments.size)
     real_weights = {"yolov3-tiny": arguments.weights_tiny, "yolov3": arguments.weights_yolov3}
@@ -516,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 )
 
-    report = build_report(arguments, command, started, setups, measurements, rows)
+    report = build_report(arguments, start.command, start.started, setups, measurements, rows)
     print_and_record(report, arguments.record, arguments.docs, SECTION_TITLE, NOTES_MARKER)
     return 0
 

@@ -51,7 +51,15 @@ import torch
 from torch import nn
 from torchvision.ops import box_iou
 
-from common import CpuMeter, command_line, cpu_name, load_bench_module, time_interleaved
+from common import (
+    BUSY_BACKGROUND_CORES,
+    CpuMeter,
+    background_sentence,
+    cpu_name,
+    load_bench_module,
+    start_bench,
+    time_interleaved,
+)
 from docs_section import print_and_record
 from yolov3.data.image_io import list_images, read_image_rgb
 from yolov3.export import CalibrationImages, convert_to_fp16, export_onnx, quantize_int8
@@ -78,7 +86,6 @@ LABELS = {
 ONNX_PRECISIONS = {"ort-fp32": "fp32", "ort-fp16": "fp16", "ort-int8": "int8"}
 CONF_THRESHOLD, IOU_THRESHOLD, MATCH_IOU = 0.25, 0.45, 0.5
 # Above this many cores of CPU time used by other processes during the timings, the report flags them.
-BUSY_BACKGROUND_CORES = 0.2
 
 
 @dataclass
@@ -347,18 +354,12 @@ def build_report(
     load_start, load_end = loads
     known = [timing.background_cores for timing in timings if timing.background_cores is not None]
     busy = bool(known) and max(known) > BUSY_BACKGROUND_CORES
-    background_text = ", ".join(
-        f"{timing.model.name} at {timing.threads} thread{'s' if timing.threads > 1 else ''} "
-        + ("unknown" if timing.background_cores is None else f"{timing.background_cores:.2f}")
-        for timing in timings
+    background_text = background_sentence(
+        [
+            (f"{timing.model.name} at {timing.threads} thread{'s' * (timing.threads > 1)}", timing.background_cores)
+            for timing in timings
+        ]
     )
-    if busy:
-        background_text += (
-            " cores. **Other processes used the CPU during the timings (this 2-core machine is shared); treat the "
-            "figures as indicative.**"
-        )
-    else:
-        background_text += " cores (an idle machine)."
     models = list({timing.model.name: timing.model for timing in timings}.values())
     weights = ", ".join(
         f"{model.name}: {model.weights_path.name if model.real_weights else 'random (seed 0)'}" for model in models
@@ -396,12 +397,9 @@ def build_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    arguments = parse_arguments(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    start = start_bench("inference_latency", argv)
+    arguments = parse_arguments(start.argv)
     forward_cpu = load_bench_module("forward_cpu")
-    command = command_line("bench/inference_latency.py", argv)
-    started = datetime.datetime.now(datetime.timezone.utc)
     load_start = os.getloadavg()
     size = arguments.size
     image_paths = list_images(arguments.shared / "darknet" / "images")
@@ -428,7 +426,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     samples = time_interleaved(timed, arguments.warmup, arguments.repeats)
                 timings.append(Timing(model, threads, samples, meter.background_cores))
         loads = (load_start, os.getloadavg())
-        report = build_report(arguments, command, started, loads, timings, agreements, image_paths, forward_cpu)
+        report = build_report(
+            arguments, start.command, start.started, loads, timings, agreements, image_paths, forward_cpu
+        )
     print_and_record(report, arguments.record, arguments.docs, SECTION_TITLE)
     return 0
 

@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 import torch
 
-from common import CpuMeter, command_line, cpu_name, load_bench_module, time_interleaved
+from common import CpuMeter, background_sentence, cpu_name, load_bench_module, start_bench, time_interleaved
 from docs_section import print_and_record
 from yolov3.hardware import native_bf16
 from yolov3.inference.precision import prepare_for_inference
@@ -69,7 +69,6 @@ SETTINGS = {
     "fp16": ("fp16", None, None),
 }
 TARGET_RATIO = 0.6  # issue 12: yolov3 bf16 at most this fraction of OpenCV's fp32 time
-BUSY_BACKGROUND_CORES = 0.2
 
 
 def parse_arguments(argv: Sequence[str], forward_cpu: types.ModuleType) -> argparse.Namespace:
@@ -195,15 +194,7 @@ def build_report(
     forward_cpu: object,
 ) -> str:
     (start_1, start_5, start_15), (end_1, end_5, end_15) = loads
-    known = [result.background_cores for result in results if result.background_cores is not None]
-    background = ", ".join(
-        f"{result.name} " + ("unknown" if result.background_cores is None else f"{result.background_cores:.2f}")
-        for result in results
-    )
-    if known and max(known) > BUSY_BACKGROUND_CORES:
-        background += " cores. **Other processes used the CPU during the timings; treat the figures as indicative.**"
-    else:
-        background += " cores (an idle machine)."
+    background = background_sentence([(result.name, result.background_cores) for result in results])
     weights = ", ".join(
         f"{result.name}: {'random (seed 0)' if result.random_weights else 'real'}" for result in results
     )
@@ -236,12 +227,9 @@ def build_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    start = start_bench("inference_precision", argv)
     forward_cpu = load_bench_module("forward_cpu")
-    arguments = parse_arguments(argv, forward_cpu)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    command = command_line("bench/inference_precision.py", argv)
-    started = datetime.datetime.now(datetime.timezone.utc)
+    arguments = parse_arguments(start.argv, forward_cpu)
     load_start = os.getloadavg()
     forward_cpu.set_threads(arguments.threads)
     image = forward_cpu.make_input(arguments.size)  # (1, 3, size, size) float32
@@ -264,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             random = real_weights[name] is None
             results.append(ModelResult(name, random, samples, differences, meter.background_cores))
             del runners
-    report = build_report(arguments, command, started, (load_start, os.getloadavg()), results, forward_cpu)
+    report = build_report(arguments, start.command, start.started, (load_start, os.getloadavg()), results, forward_cpu)
     print_and_record(report, arguments.record, arguments.docs, SECTION_TITLE, NOTES_MARKER)
     return 0
 

@@ -41,7 +41,7 @@ import albumentations
 import cv2
 import torch
 
-from common import command_line, cpu_name
+from common import cpu_name, endless, start_bench
 from docs_section import print_and_record
 from yolov3.data.collate import Batch
 from yolov3.data.dataset_config import build_dataset, load_dataset_config
@@ -104,15 +104,6 @@ def timed_batches(batches: Iterator[Batch], count: int, warmup: int) -> list[flo
         next(batches)
         seconds.append(time.perf_counter() - start)
     return seconds
-
-
-def endless(loader: torch.utils.data.DataLoader) -> Iterator[Batch]:
-    """The loader's batches epoch after epoch (``set_epoch`` before each)."""
-    epoch = 0
-    while True:
-        loader.batch_sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
 
 
 class TrainingStep:
@@ -194,11 +185,8 @@ def build_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    arguments = parse_arguments(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    command = command_line("bench/loader.py", argv)
-    started = datetime.datetime.now(datetime.timezone.utc)
+    start = start_bench("loader", argv)
+    arguments = parse_arguments(start.argv)
     load_at_start = os.getloadavg()[0]
     batch_size = arguments.batch_size
     with tempfile.TemporaryDirectory(prefix="bench_loader_") as temporary:
@@ -239,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Rate(f"training step, {MODEL} (placeholder loss, SGD), ready tensors", batch_size, step_seconds),
         Rate(f"training step fed by the loader ({arguments.workers} workers)", batch_size, fed_seconds),
     ]
-    report = build_report(arguments, command, started, (load_at_start, os.getloadavg()[0]), rates)
+    report = build_report(arguments, start.command, start.started, (load_at_start, os.getloadavg()[0]), rates)
     print_and_record(report, arguments.record, arguments.docs, SECTION_TITLE)
     return 0
 

@@ -34,11 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import CpuMeter, command_line, cpu_name, time_interleaved
+from common import CpuMeter, background_sentence, cpu_name, initialize_convolutions, start_bench, time_interleaved
 from docs_section import print_and_record
 from yolov3.compression.structured import apply_plan, flops, plan_pruning
 from yolov3.models import create_model
-from yolov3.models.layers import ConvBNAct
 
 logger = logging.getLogger("bench.structured_speed")
 
@@ -51,7 +50,6 @@ MODELS = {"yolov3": "yolov3", "yolov3-tiny": "yolov3_tiny"}
 REQUIRED_SPEEDUP = 1.5
 SEED = 0
 # Above this many cores of CPU time used by other processes during the timings, the report flags them.
-BUSY_BACKGROUND_CORES = 0.2
 
 
 @dataclass(frozen=True)
@@ -95,29 +93,10 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     return arguments
 
 
-def laplace_initialize(model: nn.Module, seed: int = SEED) -> None:
-    """Laplace conv weights (variance 2 / fan-in, as Kaiming) and BatchNorms near identity."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if not isinstance(module, ConvBNAct):
-                continue
-            conv, bn = module.conv, module.bn
-            fan_in = conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
-            uniform = torch.rand(conv.weight.shape, generator=generator) - 0.5  # Laplace by inverse CDF
-            laplace = -torch.sign(uniform) * torch.log1p(-2 * uniform.abs())  # unit scale: variance 2
-            conv.weight.copy_(laplace * fan_in**-0.5)
-            if conv.bias is not None:
-                conv.bias.zero_()
-            if bn is not None:
-                bn.weight.copy_(torch.rand(bn.num_features, generator=generator) * 0.4 + 0.8)
-                bn.bias.copy_(torch.randn(bn.num_features, generator=generator) * 0.05)
-
-
 def benchmark_model(name: str, arguments: argparse.Namespace) -> ModelResult:
     torch.manual_seed(SEED)
     model = create_model(MODELS[name]).eval()
-    laplace_initialize(model)
+    initialize_convolutions(model, SEED, "laplace")
     original = apply_plan(model, plan_pruning(model, 0.0)).eval()  # the same network, as a Darknet
     plan = plan_pruning(model, flops_target=arguments.flops_target, channel_multiple=arguments.channel_multiple)
     pruned = apply_plan(model, plan).eval()
@@ -174,18 +153,7 @@ def build_report(
     loads: tuple[tuple[float, ...], tuple[float, ...]],
     results: Sequence[ModelResult],
 ) -> str:
-    background = [result.background_cores for result in results]
-    if any(cores is None for cores in background):
-        background_text = "unknown (no /proc/stat)"
-    else:
-        background_text = ", ".join(f"{result.name} {result.background_cores:.2f}" for result in results) + " cores"
-        busy = max(background) > BUSY_BACKGROUND_CORES
-        background_text += (
-            ". **Other processes used the CPU during the timings (this machine is shared); the speed-ups are "
-            "indicative, re-run on an idle machine.**"
-            if busy
-            else " (an idle machine)."
-        )
+    background_text = background_sentence([(result.name, result.background_cores) for result in results])
     pruning = "; ".join(
         f"{result.name}: {result.removed_filters:,} of {result.prunable_filters:,} prunable filters removed "
         f"({100 * result.removed_filters / result.prunable_filters:.1f}%)"
@@ -227,15 +195,12 @@ def build_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    arguments = parse_arguments(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    command = command_line("bench/structured_speed.py", argv)
-    started = datetime.datetime.now(datetime.timezone.utc)
+    start = start_bench("structured_speed", argv)
+    arguments = parse_arguments(start.argv)
     torch.set_num_threads(arguments.threads)
     load_start = os.getloadavg()
     results = [benchmark_model(name, arguments) for name in arguments.models]
-    report = build_report(arguments, command, started, (load_start, os.getloadavg()), results)
+    report = build_report(arguments, start.command, start.started, (load_start, os.getloadavg()), results)
     print_and_record(report, arguments.record, arguments.docs, SECTION_TITLE, NOTES_MARKER)
     return 0
 

@@ -47,13 +47,22 @@ import sys
 import tempfile
 import time
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from common import CpuMeter, command_line, cpu_name, load_bench_module, random_targets, time_interleaved
+from common import (
+    BUSY_BACKGROUND_CORES,
+    CpuMeter,
+    cpu_name,
+    endless,
+    load_bench_module,
+    random_targets,
+    start_bench,
+    time_interleaved,
+)
 from docs_section import record_section
 from yolov3.data.collate import Batch
 from yolov3.data.dataset_config import build_dataset
@@ -93,7 +102,6 @@ PEER_NET_DEFAULTS = {  # [net] keys pytorchyolo requires that the project's own 
 }
 TRAINING_TARGET = 0.45  # issue 12: our fastest training step at most this fraction of pytorchyolo's fp32 step
 LOADER_TARGET = 1.5  # issue 12: the loader delivers at least this many times the images the step consumes
-BUSY_BACKGROUND_CORES = 0.2
 
 
 @dataclass(frozen=True)
@@ -450,15 +458,6 @@ def inference_table(results: Sequence[tuple[str, list[Row], dict]]) -> str:
 # --- loader -----------------------------------------------------------------------------------------------
 
 
-def endless(loader: torch.utils.data.DataLoader) -> Iterator[Batch]:
-    """The loader's batches epoch after epoch (``set_epoch`` before each, as the trainer does)."""
-    epoch = 0
-    while True:
-        loader.batch_sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
-
-
 def images_per_second(batch_sizes: Sequence[int], seconds: Sequence[float]) -> float:
     """Images over the total time (batches from several workers arrive unevenly, so not from the median)."""
     return sum(batch_sizes) / sum(seconds)
@@ -599,18 +598,15 @@ def header(arguments: argparse.Namespace, command: str, started: datetime.dateti
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    arguments = parse_arguments(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    start = start_bench("train_precision", argv)
+    arguments = parse_arguments(start.argv)
     forward_cpu = load_bench_module("forward_cpu")
     forward_cpu.set_threads(arguments.threads)
-    command = command_line("bench/train_precision.py", argv)
-    started = datetime.datetime.now(datetime.timezone.utc)
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="train_precision_inductor_") as cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(arguments.compile_cache or cache)
         title, body = measure(arguments)
-    report = "\n".join(header(arguments, command, started, (load_start, os.getloadavg())) + body)
+    report = "\n".join(header(arguments, start.command, start.started, (load_start, os.getloadavg())) + body)
     print(f"{title}\n\n{report}")
     if arguments.record:
         record_section(arguments.docs, title, report, NOTES_MARKER)
@@ -625,7 +621,7 @@ def cache_text(arguments: argparse.Namespace) -> str:
 
 
 def measure(arguments: argparse.Namespace) -> tuple[str, list[str]]:
-    """The mode's section title and report lines (below the machine, command and date)."""
+    """The mode's section title and report lines (below the machine, start.command and date)."""
     if arguments.loader:
         title = LOADER_SECTION
         body = loader_report_body(arguments, loader_measurements(arguments))

@@ -68,10 +68,16 @@ int main(void) {
             if (strcmp(mode, "boxes") == 0) {
                 int count = 0;
                 detection *dets = get_network_boxes(&net, net.w, net.h, 0.01f, 0.5f, 0, 1, &count, 0);
+                /* get_detection_detections ([detection], YOLOv1) leaves dets[d].classes at 0: take the layer's */
+                int detection_classes = 0;
+                for (int index = 0; index < net.n; ++index) {
+                    if (net.layers[index].type == DETECTION) detection_classes = net.layers[index].classes;
+                }
                 for (int d = 0; d < count; ++d) {
                     printf("det %.9g %.9g %.9g %.9g %.9g", dets[d].bbox.x, dets[d].bbox.y, dets[d].bbox.w,
                            dets[d].bbox.h, dets[d].objectness);
-                    for (int c = 0; c < dets[d].classes; ++c) printf(" %.9g", dets[d].prob[c]);
+                    int classes = dets[d].classes ? dets[d].classes : detection_classes;
+                    for (int c = 0; c < classes; ++c) printf(" %.9g", dets[d].prob[c]);
                     printf("\n");
                 }
             }

@@ -108,6 +108,8 @@ def test_comments_whitespace_and_aliases() -> None:
         ("[convolutional]\nfilters=1\n", 1, ["the first section must be [net]"]),
         (NET + "[net]\n", 5, ["only the first section may be [net]"]),
         ("[net]\nbatch=64\nsubdivisions=3\n", 1, ["multiple of subdivisions"]),
+        (NET + "[convolutional]\nsize=3\npadding=0\ndilation=2\n", 5, ["dilation=2 with size=3 and padding 0"]),
+        (NET + "[crnn]\nsize=4\npad=1\ndilation=2\n", 5, ["dilation=2 with size=4 and padding 2"]),
     ],
 )
 def test_parse_errors_name_file_line_and_section(text: str, line: int, fragments: list[str]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from darknet_harness import DarknetJob, compile_harness, run_darknet
+from darknet_harness import RandomRuns, run_random_networks
 
 from yolov3.darknet.cfg import (
     BatchnormSection,
@@ -20,13 +20,10 @@ from yolov3.darknet.cfg import (
     CrnnSection,
     ImplicitSection,
     ShortcutSection,
-    parse_cfg_text,
 )
 from yolov3.darknet.graph import HEAD_SECTIONS, build_graph
 from yolov3.models.darknet import Darknet
 from yolov3.models.darknet_layers import darknet_head_activation
-
-NET = "[net]\nwidth={size}\nheight={size}\nchannels=3\n"
 
 CFGS = {
     "shortcut_multi_from_unequal_channels_weighted": (
@@ -502,6 +499,33 @@ def tiny_v4_structure() -> str:
     return text + _conv(21, 1, activation="linear", bn=0) + _yolo("1,2,3")
 
 
+# Dilated convolutions: im2col pads by padding * dilation (pad=1: size // 2), explicit padding too
+CFGS["dilated_convolutions"] = (
+    24,
+    """
+[convolutional]
+batch_normalize=1
+filters=6
+size=3
+pad=1
+dilation=2
+activation=leaky
+[convolutional]
+filters=4
+size=5
+padding=2
+dilation=3
+stride=2
+activation=linear
+[crnn]
+size=3
+pad=1
+dilation=2
+output=4
+hidden=3
+activation=leaky
+""",
+)
 CFGS["yolov3_tiny_prn_structure"] = (64, tiny_prn_structure())
 CFGS["yolov4_tiny_structure"] = (64, tiny_v4_structure())
 
@@ -571,25 +595,13 @@ def our_layer_outputs(model: Darknet, x: torch.Tensor) -> dict[int, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def darknet_runs(alexeyab_darknet: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def darknet_runs(alexeyab_darknet: Path, tmp_path_factory: pytest.TempPathFactory) -> RandomRuns:
     """All cfgs through one Darknet harness process: name -> (cfg, weights path, input, Darknet result)."""
     work = tmp_path_factory.mktemp("darknet_layers")
-    executable = compile_harness(alexeyab_darknet, work)
-    prepared, jobs = {}, []
-    for seed, (name, (size, layers)) in enumerate(CFGS.items()):
-        text = NET.format(size=size) + layers
-        cfg_path, weights_path = work / f"{name}.cfg", work / f"{name}.weights"
-        cfg_path.write_text(text)
-        cfg = parse_cfg_text(text, source=str(cfg_path))
-        write_random_weights(cfg, weights_path, seed)
-        rng = np.random.default_rng(100 + seed)
-        image = rng.random((3, size, size), dtype=np.float32)
-        if name in SIGNED_INPUTS:
-            image = (rng.choice([-1.0, 1.0], image.shape) * rng.uniform(0.05, 1.0, image.shape)).astype(np.float32)
-        prepared[name] = (cfg, weights_path, image)
-        jobs.append(DarknetJob(cfg_path, weights_path, image, all_layers=True))
-    results = run_darknet(executable, jobs, work / "out")
-    return {name: (*prepared[name], result) for name, result in zip(prepared, results, strict=True)}
+    runs, _ = run_random_networks(
+        alexeyab_darknet, work, CFGS, 100, signed_inputs=SIGNED_INPUTS, write_weights=write_random_weights
+    )
+    return runs
 
 
 @pytest.mark.parametrize("name", list(CFGS))

@@ -113,8 +113,8 @@ def test_detections_match_darknets_get_network_boxes(alexeyab_darknet, tmp_path)
     """Darknet's own boxes (objectness > 0.01, prob = objectness * class score zeroed below 0.01) for
     [Gaussian_yolo], new_coords [yolo] and plain [yolo] heads equal our decoded rows."""
     import numpy as np
-    from darknet_harness import DarknetJob, compile_harness, run_darknet
-    from test_darknet_layers import CFGS, NET, write_random_weights
+    from darknet_harness import NET, DarknetJob, compile_harness, run_darknet
+    from test_darknet_layers import CFGS, write_random_weights
 
     from yolov3.darknet.graph import HEAD_SECTIONS
 

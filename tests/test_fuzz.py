@@ -20,9 +20,11 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from darknet_testing import layer_floats
 from fuzzing import fuzz_settings, integer_lists, json_numbers, json_values, mutated_lines, quiet_logs  # noqa: F401
 from hypothesis import given
 from hypothesis import strategies as st
@@ -71,7 +73,23 @@ def small(low: int, high: int) -> st.SearchStrategy[str]:
 SECTIONS = st.one_of(
     st.builds("[convolutional]\nfilters={}\nsize={}\nstride={}\npad={}\ngroups={}\ndilation={}\nactivation=leaky".format,
               small(0, 40), small(0, 5), small(0, 3), small(0, 1), small(0, 4), small(0, 3)),
+    st.builds("[convolutional]\nfilters={}\nsize={}\nstride={}\npad=1\nbatch_normalize={}\nantialiasing={}\nxnor={}\n"
+              "share_index={}\nflipped={}\nactivation=leaky".format, small(1, 40), small(1, 3), small(1, 2),
+              small(0, 1), small(0, 2), st.sampled_from(("0", "0", "1")),
+              st.sampled_from(("-1000000000", "-1", "-2", "0", "2")), small(0, 1)),
     st.builds("[maxpool]\nsize={}\nstride={}".format, small(0, 5), small(0, 3)),
+    st.builds("[maxpool]\nsize={}\nstride_x={}\nstride_y={}\nantialiasing={}".format, small(1, 3), small(1, 3),
+              small(1, 3), small(0, 2)),
+    st.builds("[maxpool]\nmaxpool_depth=1\nout_channels={}".format, small(0, 40)),
+    st.builds("[connected]\noutput={}\nactivation={}\nbatch_normalize={}".format, small(0, 20),
+              st.sampled_from(("linear", "leaky", "logistic")), small(0, 1)),
+    st.builds("[implicit]\nfilters={}\natoms={}".format, small(0, 20), small(0, 3)),
+    st.builds("[activation]\nactivation={}".format, st.sampled_from(("linear", "leaky", "tanh", "relu", "mish"))),
+    st.just("[batchnorm]"),
+    st.builds("[crnn]\noutput={}\nhidden={}\nsize={}\npad=1\nbatch_normalize={}".format, small(0, 12), small(0, 12),
+              st.sampled_from(("1", "3")), small(0, 1)),
+    st.builds("[conv_lstm]\noutput={}\nsize={}\npad=1\npeephole={}\nbatch_normalize={}".format, small(0, 12),
+              st.sampled_from(("1", "3")), small(0, 1), small(0, 1)),
     st.builds("[local_avgpool]\nsize={}\nstride={}".format, small(0, 5), small(0, 3)),
     st.builds("[route]\nlayers={}\ngroups={}\ngroup_id={}".format, integer_lists(-12, 12, 1, 3), small(0, 4),
               small(-1, 4)),
@@ -92,6 +110,21 @@ MAX_BUILD_WEIGHTS = 4_000_000  # build (allocate) only networks this small; bigg
 MAX_FORWARD_VALUES = 2_000_000  # and run them only if no layer's output is larger
 
 
+def weights_layout(model: Darknet) -> dict[int, int]:
+    """Floats per layer of our ``.weights`` layout."""
+    layout: dict[int, int] = {}
+    for layer in model.darknet_conv_parameters():
+        layout[layer.layer_index] = layout.get(layer.layer_index, 0) + layer.num_floats
+    return layout
+
+
+def written_layout(nodes: list) -> dict[int, int]:
+    """Floats per layer that the independent test writer (``darknet_testing.layer_floats``, from parser.c) puts."""
+    rng = np.random.default_rng(0)
+    sizes = {node.index: sum(part.size for part in layer_floats(rng, node)) for node in nodes}
+    return {index: size for index, size in sizes.items() if size}
+
+
 def check_cfg(text: str, build: bool) -> None:
     """Parse and infer the graph; with ``build``, build and run the network where small: only CfgError."""
     try:
@@ -101,7 +134,7 @@ def check_cfg(text: str, build: bool) -> None:
         return
     if not build or not nodes:
         return
-    convolutions = [node for node in nodes if hasattr(node.section, "filters")]
+    convolutions = [node for node in nodes if hasattr(node.section, "filters") and hasattr(node.section, "size")]
     if sum(node.section.filters * node.in_channels * node.section.size**2 for node in convolutions) > MAX_BUILD_WEIGHTS:
         return
     try:
@@ -110,6 +143,7 @@ def check_cfg(text: str, build: bool) -> None:
         return
     with contextlib.suppress(CfgError):  # only [yolo] heads without new_coords have specs
         assert len(model.head_specs) <= len(nodes)
+    assert weights_layout(model) == written_layout(nodes)  # the test writer's file fits ours, layer by layer
     if max(math.prod(shape) for node in nodes for shape in (node.input_shape, node.output_shape)) > MAX_FORWARD_VALUES:
         return
     with torch.no_grad():
@@ -127,10 +161,47 @@ def test_project_cfgs_raise_only_cfg_errors(data: st.DataObject) -> None:
 
 
 @given(data=st.data())
-@fuzz_settings(400)
+@fuzz_settings(300)
 def test_small_networks_build_or_raise_cfg_errors(data: st.DataObject) -> None:
     lines = data.draw(st.sampled_from(SMALL_LINES))
     check_cfg(data.draw(mutated_lines(lines, KEYS_BY_SECTION, SECTIONS, plausible=True)), build=True)
+
+
+# Layers that mostly build one after another on a small input: the sections a mutated detector rarely reaches
+# (a [connected] or a [maxpool] over channels breaks its routes and heads), weight sharing included.
+CHAIN_LAYERS = st.one_of(
+    st.builds("[convolutional]\nfilters={}\nsize={}\nstride={}\npad=1\nbatch_normalize={}\nantialiasing={}\n"
+              "flipped={}\nactivation=leaky".format, st.sampled_from(("4", "4", "8")), st.sampled_from(("1", "3")),
+              small(1, 2), small(0, 1), st.sampled_from(("0", "0", "1", "2")), small(0, 1)),
+    # a conv on 4 channels, then one sharing its weights (another stride, activation, blur, or XNOR)
+    st.builds("[convolutional]\nfilters=4\nsize=1\nactivation=linear\n[convolutional]\nfilters=4\nsize=3\npad=1\n"
+              "batch_normalize={0}\nflipped={1}\nactivation=leaky\n[convolutional]\nfilters=4\nsize=3\npad=1\n"
+              "batch_normalize={0}\nshare_index={2}\nstride={3}\nantialiasing={4}\nxnor={5}\nactivation=mish".format,
+              small(0, 1), small(0, 1), st.sampled_from(("-1", "-1", "-2", "1")), small(1, 2),
+              st.sampled_from(("0", "0", "1")), st.sampled_from(("0", "0", "1"))),
+    st.just("[convolutional]\nfilters=4\nsize=3\npad=1\nxnor=1\nbatch_normalize=1\nactivation=leaky"),
+    st.builds("[maxpool]\nsize={}\nstride_x={}\nstride_y={}\nantialiasing={}".format, small(1, 3), small(1, 2),
+              small(1, 2), small(0, 2)),
+    st.builds("[maxpool]\nmaxpool_depth=1\nout_channels={}".format, small(1, 4)),
+    st.builds("[connected]\noutput={}\nactivation={}\nbatch_normalize={}".format, small(1, 8),
+              st.sampled_from(("linear", "leaky", "logistic")), small(0, 1)),
+    st.builds("[implicit]\nfilters={}\natoms={}".format, small(1, 8), small(1, 2)),
+    st.builds("[activation]\nactivation={}".format, st.sampled_from(("linear", "leaky", "tanh", "relu", "elu"))),
+    st.just("[batchnorm]"),
+    st.builds("[crnn]\noutput={}\nhidden={}\nsize={}\npad=1\nbatch_normalize={}".format, small(1, 6), small(1, 6),
+              st.sampled_from(("1", "3")), small(0, 1)),
+    st.builds("[conv_lstm]\noutput={}\nsize={}\npad=1\npeephole={}\nbatch_normalize={}".format, small(1, 6),
+              st.sampled_from(("1", "3")), small(0, 1), small(0, 1)),
+    st.builds("[shortcut]\nfrom={}".format, small(-3, -2)),
+    st.builds("[route]\nlayers=-1,{}".format, small(-3, -2)),
+)  # fmt: skip
+
+
+@given(layers=st.lists(CHAIN_LAYERS, min_size=1, max_size=6))
+@fuzz_settings(120)
+def test_chains_of_layers_build_or_raise_cfg_errors(layers: list[str]) -> None:
+    """Built, run, and with a ``.weights`` layout equal to the independent test writer's (check_cfg)."""
+    check_cfg("[net]\nwidth=16\nheight=16\nchannels=3\n" + "\n".join(layers), build=True)
 
 
 @functools.cache

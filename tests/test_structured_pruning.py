@@ -422,8 +422,12 @@ def test_prune_cli_structured_saves_darknet_files_and_fine_tunes(tmp_path: Path)
 
     path = write_config(tmp_path, **{"train.epochs": 1, "train.ema": False})
     build_trainer(load_train_config(path), tmp_path / "dense", progress=False).fit()
+    # The run's config as a fine-tuned run keeps it: starting from pretrained weights of the dense model, which
+    # the pruned model's fine-tuning must not load
+    dense = tmp_path / "dense" / "best.pt"
+    path = write_config(tmp_path, **{"train.epochs": 1, "train.ema": False, "model.weights": str(dense)})
     out = tmp_path / "structured"
-    arguments = ["structured", "--cfg", str(path), "--weights", str(tmp_path / "dense" / "best.pt")]
+    arguments = ["structured", "--cfg", str(path), "--weights", str(dense)]
     assert prune_cli.main([*arguments, "--flops-target", "0.5", "--finetune-epochs", "1", "--out", str(out)]) == 0
     pruned = Darknet(out / "pruned.cfg")
     pruned.load_darknet_weights(out / "finetuned.weights")  # strict float count: the fine-tuned cfg model

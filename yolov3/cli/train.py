@@ -16,31 +16,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
-import torch
-import yaml
-
-from yolov3.atomic import remove_stale_temporaries, write_text_atomic
-from yolov3.checkpoint import load_checkpoint
 from yolov3.cli.runner import command, configure_logging
 from yolov3.config_loading import ConfigError, to_dict
-from yolov3.hardware import resolve_amp
 from yolov3.train.builder import build_trainer
-from yolov3.train.config import TrainConfig, flatten_config, load_train_config
+from yolov3.train.config import load_train_config
 from yolov3.train.distributed import cleanup_distributed, init_distributed
 from yolov3.train.interrupt import InterruptHandler, TrainingInterruptedError
+from yolov3.train.run_folder import check_resume_config, prepare_run_folder, run_directory
 from yolov3.train.trainer import TrainResult
 
 logger = logging.getLogger("yolov3.train")
-# A resumed run must keep these sections (they define the model and the data it learns from) ...
-RESUME_LOCKED_SECTIONS = ("model", "data")
-# ... except keys that do not change what is computed.
-RESUME_FREE_KEYS = frozenset({"data.workers"})
-# What the run writes into its folder (atomically): partial temporaries of these left by a kill -9 are removed.
-RUN_FILES = ("args.yaml", "last.pt", "best.pt")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,44 +43,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.cfg and not args.resume:
         parser.error("give --cfg (a new run) or --resume RUN_DIR")
     return args
-
-
-def run_directory(config: TrainConfig, cfg_path: Path) -> Path:
-    name = config.logging.run_name or f"{cfg_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return config.logging.log_dir / name
-
-
-def check_resume_config(checkpoint_path: Path, current: dict[str, Any]) -> None:
-    """Refuse to resume when the config changes the model or the data the run in ``last.pt`` was trained on.
-
-    Raises :class:`ConfigError` naming the first changed key (``--force`` skips this check). Other sections
-    (epochs, logging, evaluation) may change on resume. A missing ``last.pt`` is left to the trainer.
-    """
-    if not checkpoint_path.is_file():
-        return
-    saved = load_checkpoint(checkpoint_path).config
-    if not isinstance(saved, dict):
-        return
-    changed = changed_keys(saved, current, RESUME_LOCKED_SECTIONS)
-    if changed:
-        key, (before, after) = next(iter(changed.items()))
-        others = f" (and {len(changed) - 1:,} more: {', '.join(list(changed)[1:])})" if len(changed) > 1 else ""
-        raise ConfigError(
-            f"{checkpoint_path.parent / 'args.yaml'}: {key} is {after!r} but the run in {checkpoint_path} was "
-            f"trained with {before!r}{others}; the model or data of a run cannot change on resume "
-            "(start a new run, or pass --force to accept)"
-        )
-
-
-def changed_keys(saved: dict[str, Any], current: dict[str, Any], sections: tuple[str, ...]) -> dict[str, tuple]:
-    """``{dotted key: (saved value, current value)}`` for every leaf under ``sections`` that differs."""
-    flat_saved, flat_current = flatten_config(saved), flatten_config(current)
-    keys = sorted(key for key in flat_saved.keys() | flat_current.keys() if key.split(".")[0] in sections)
-    return {
-        key: (flat_saved.get(key), flat_current.get(key))
-        for key in keys
-        if key not in RESUME_FREE_KEYS and flat_saved.get(key) != flat_current.get(key)
-    }
 
 
 @command
@@ -119,11 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(str(error)) from error
     try:
         if context.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            stale = remove_stale_temporaries(run_dir, RUN_FILES)
-            if stale:
-                logger.info("%s: removed %d partial file(s) that killed writes left", run_dir, len(stale))
-            write_text_atomic(run_dir / "args.yaml", args_yaml_text(config, context.device))
+            prepare_run_folder(run_dir, config, context.device)
         resume = bool(args.resume) and (run_dir / "last.pt").is_file()
         if args.resume and not resume and context.is_main:
             logger.warning("%s: no last.pt (stopped before its first epoch completed): starting afresh", run_dir)
@@ -146,13 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     if context.is_main:
         report(result)
     return 0
-
-
-def args_yaml_text(config: TrainConfig, device: torch.device) -> str:
-    """The resolved config as YAML, headed by a comment saying what ``auto`` settings chose on this machine."""
-    choice = resolve_amp(config.train.amp, device)
-    header = f"# train.amp: {config.train.amp} -> {choice.mode} on {device.type} ({choice.reason})\n"
-    return header + yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
 def report_interrupted(stop: TrainingInterruptedError, run_dir: Path) -> None:

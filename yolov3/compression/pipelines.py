@@ -126,15 +126,17 @@ class PruneSettings:
 
 
 @dataclass(frozen=True)
-class PruneStage:
+class PipelineStage:
+    """One row of a pruning or compression run's summary: what was done, the sparsity then, mAP@0.5 on val."""
+
     stage: str
-    sparsity: float  # of the prunable convs
+    sparsity: float  # of the pruned convs
     map50: float
 
 
 @dataclass
 class PruneResult:
-    stages: list[PruneStage]
+    stages: list[PipelineStage]
     report: SparsityReport  # per layer, of the fine-tuned model
     pruned_path: Path  # the fine-tuned model with its zeros made permanent: a plain checkpoint
 
@@ -188,10 +190,10 @@ def prune_and_finetune(settings: PruneSettings) -> PruneResult:
     if trainer.eval_model is not trainer.model:  # the EMA starts from the same weights
         load_model_state(trainer.eval_model, state)
     layers = prunable_layers(trainer.model, pruning.skip)
-    stages = [PruneStage("dense", sparsity_report(trainer.model, layers).sparsity, _map50(trainer))]
+    stages = [PipelineStage("dense", sparsity_report(trainer.model, layers).sparsity, _map50(trainer))]
     if not iterative:
         callback.prune_to(trainer.context, pruning.target_sparsity, 0)
-        stages.append(PruneStage("pruned, before fine-tuning", callback.sparsity, _map50(trainer)))
+        stages.append(PipelineStage("pruned, before fine-tuning", callback.sparsity, _map50(trainer)))
     if settings.resume and (out / "last.pt").is_file():
         trainer.resume()
     elif settings.resume:
@@ -202,7 +204,7 @@ def prune_and_finetune(settings: PruneSettings) -> PruneResult:
         if "mAP50" in entry and (iterative or entry["epoch"] == len(trainer.history)):
             done = int(entry["epoch"])
             stage = f"round {done // max(1, pruning.finetune_epochs)}" if iterative else "fine-tuned"
-            stages.append(PruneStage(f"{stage} ({done} epochs)", entry["prune/sparsity"], entry["mAP50"]))
+            stages.append(PipelineStage(f"{stage} ({done} epochs)", entry["prune/sparsity"], entry["mAP50"]))
     result = PruneResult(stages, sparsity_report(trainer.model), out / "pruned.pt")
     board = TrainingBoard(out)
     for step, row in enumerate(stages):

@@ -37,7 +37,7 @@ from yolov3.compression.masks import (
     pruning_masks,
     sparsity_report,
 )
-from yolov3.compression.pipelines import finetune, record_settings, settings_record
+from yolov3.compression.pipelines import PipelineStage, finetune, record_settings, settings_record
 from yolov3.compression.report import CompressionReport
 from yolov3.compression.sharing import WeightSharingCallback, detach_sharing, share_weights
 from yolov3.compression.storage import CompressedModel, load_compressed, round_to_float16, write_compressed
@@ -87,18 +87,11 @@ class CompressSettings:
             raise ValueError(f"epochs must be >= 0, got {self.finetune_epochs} and {self.centroid_epochs}")
 
 
-@dataclass(frozen=True)
-class CompressStage:
-    stage: str
-    sparsity: float  # of the pruned convs
-    map50: float
-
-
 @dataclass
 class CompressResult:
     out: Path
     report: CompressionReport  # per-layer sizes of the file
-    stages: list[CompressStage]
+    stages: list[PipelineStage]
 
     def format_stages(self) -> str:
         lines = ["| stage | sparsity (pruned convs) | mAP@0.5 |", "| --- | ---: | ---: |"]
@@ -153,11 +146,11 @@ def compress_model(settings: CompressSettings) -> CompressResult:
     board = TrainingBoard(run_dir)
     device = resolve_device(config.device)
     validation = validation_data(config, progress=progress)
-    stages: list[CompressStage] = []
+    stages: list[PipelineStage] = []
 
     def record(stage: str, current: nn.Module) -> None:
         map50 = validate_with(current.to(device), validation, config.eval, device=device, progress=progress).map50
-        stages.append(CompressStage(stage, _sparsity(current), map50))
+        stages.append(PipelineStage(stage, _sparsity(current), map50))
         board.scalars({"mAP50": map50, "sparsity": stages[-1].sparsity}, len(stages) - 1, prefix="compress/")
         logger.info("%s: sparsity %.2f%%, mAP@0.5 %.4f", stage, 100 * stages[-1].sparsity, map50)
 

@@ -65,7 +65,10 @@ def structured_prune(settings: StructuredSettings) -> StructuredResult:
         options = {"cfg": str(cfg_path), "weights": str(weights_path)}
         config = dataclasses.replace(
             config,
-            model=dataclasses.replace(config.model, name="darknet_cfg", options=options, backbone_weights=None),
+            # the pruned weights are the start: no pretrained file of the dense run's config
+            model=dataclasses.replace(
+                config.model, name="darknet_cfg", options=options, weights=None, backbone_weights=None
+            ),
             train=dataclasses.replace(config.train, epochs=settings.finetune_epochs),
         )
         trainer = build_trainer(config, out / "finetune", progress=settings.progress)

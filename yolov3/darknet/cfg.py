@@ -21,6 +21,15 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+from yolov3.darknet.cfg_classic_sections import (  # noqa: F401 - re-exported
+    CLASSIC_SECTION_TYPES,
+    CropSection,
+    DeconvolutionalSection,
+    DetectionSection,
+    LocalSection,
+    LrnSection,
+)
+from yolov3.darknet.cfg_convolutional import ConvolutionalSection
 from yolov3.darknet.cfg_fork_sections import (  # noqa: F401 - re-exported
     FORK_SECTION_TYPES,
     ActivationSection,
@@ -39,12 +48,18 @@ from yolov3.darknet.cfg_fork_sections import (  # noqa: F401 - re-exported
     SamSection,
     ScaleChannelsSection,
 )
+from yolov3.darknet.cfg_recurrent_sections import (  # noqa: F401 - re-exported
+    RECURRENT_SECTION_TYPES,
+    GruSection,
+    HistorySection,
+    LstmSection,
+    RnnSection,
+)
 from yolov3.darknet.cfg_sections import (  # noqa: F401 - re-exported
     ACTIVATIONS,
     LEARNING_RATE_POLICIES,
     AvgpoolSection,
     CfgError,
-    ConvolutionalSection,
     CostSection,
     DropoutSection,
     MaxpoolSection,
@@ -80,6 +95,8 @@ SECTION_TYPES: tuple[type[Section], ...] = (
     DropoutSection,
     YoloSection,
     *FORK_SECTION_TYPES,
+    *RECURRENT_SECTION_TYPES,
+    *CLASSIC_SECTION_TYPES,
 )
 _TYPE_BY_NAME = {name: kind for kind in SECTION_TYPES for name in (kind.KIND, *kind.ALIASES)}
 

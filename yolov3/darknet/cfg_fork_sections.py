@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from yolov3.darknet.cfg_sections import ACTIVATIONS, MAX_SIZE, Section, YoloSection, check_range
+from yolov3.darknet.cfg_sections import ACTIVATIONS, MAX_SIZE, Section, YoloSection, check_range, darknet_padding
+from yolov3.darknet.class_tree import check_tree_size, load_class_tree
 
 
 def _check_activation(section: Section, activation: str) -> None:
@@ -55,10 +56,16 @@ class RegionSection(Section):
     object_scale: float = 1.0
     noobject_scale: float = 1.0
     class_scale: float = 1.0
+    tree: str = ""  # YOLO9000's class tree (yolov3.darknet.class_tree): softmax per sibling group, tree decoding
+    # -1: detection zeroes an objectness below 0.5 (the fork's get_region_boxes); other values steer training only
+    classfix: int = 0
 
     def validate(self) -> None:
         check_range(self, "classes", 1, MAX_SIZE)
         check_range(self, "num", 1, 4096)
+        tree = load_class_tree(self)
+        if tree is not None:
+            check_tree_size(self, tree, self.classes, exact=True)
         if self.coords != 4:
             raise self.error(f"coords={self.coords} is not supported; allowed: 4 (x, y, w, h)")
         if self.anchors and len(self.anchors) != 2 * self.num:
@@ -211,8 +218,7 @@ class RecurrentConvSection(Section):
 
     @property
     def effective_padding(self) -> int:
-        """As [convolutional]: ``pad=1`` means ``size // 2`` (times the dilation)."""
-        return (self.size // 2 if self.pad else self.padding) * self.dilation
+        return darknet_padding(self, self.size, self.pad, self.padding, self.dilation)
 
     def channel_counts(self) -> dict[str, int]:
         """The channel counts that ``groups`` must divide."""
@@ -221,6 +227,7 @@ class RecurrentConvSection(Section):
     def validate(self) -> None:
         for name, low, high in (("size", 1, 1024), ("stride", 1, 1024), ("dilation", 1, 1024), ("padding", 0, 1024)):
             check_range(self, name, low, high)
+        darknet_padding(self, self.size, self.pad, self.padding, self.dilation)
         counts = self.channel_counts()
         for name in (*counts, "groups"):
             check_range(self, name, 1, MAX_SIZE)

@@ -1,8 +1,9 @@
 """The section kinds of a Darknet ``.cfg`` as dataclasses: each field is a key, with Darknet's default.
 
 Field names equal cfg keys, except where a key is a Python keyword (``from`` -> ``from_layer``) or too short
-to read (``max`` -> ``max_boxes``); ``field(metadata={"key": ...})`` records the cfg spelling. The newer
-sections of AlexeyAB's fork live in :mod:`yolov3.darknet.cfg_fork_sections`.
+to read (``max`` -> ``max_boxes``); ``field(metadata={"key": ...})`` records the cfg spelling. [convolutional],
+with its many keys and checks, lives in :mod:`yolov3.darknet.cfg_convolutional`; the newer sections of
+AlexeyAB's fork in :mod:`yolov3.darknet.cfg_fork_sections`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,21 @@ def check_range(section: Section, name: str, low: int, high: int, key: str | Non
 
 
 ANTIALIASING = (0, 1, 2)  # Darknet: 1 = 3x3 blur (1 2 1 / 16 outer product), padding 1; 2 = 2x2 mean, no padding
+
+
+def darknet_padding(section: Section, size: int, pad: int, padding: int, dilation: int) -> int:
+    """The padding of a Darknet convolution (``[convolutional]`` and the inner convs of ``[crnn]`` /
+    ``[conv_lstm]``): ``pad=1`` means ``size // 2``, otherwise ``padding``; im2col then pads by that times the
+    dilation. Darknet sizes the output without the dilation, ``(h + 2 * padding - size) / stride + 1``, which
+    is the dilated convolution's size only for ``2 * padding == size - 1``: other dilated cases are refused (the
+    GEMM would read an output buffer of the wrong size)."""
+    base = size // 2 if pad else padding
+    if dilation != 1 and 2 * base != size - 1:
+        raise section.error(
+            f"dilation={dilation} with size={size} and padding {base} is refused: Darknet sizes the output as if "
+            "undilated, which matches the dilated convolution only for an odd size with pad=1 (padding = size // 2)"
+        )
+    return base * dilation
 
 
 def check_antialiasing(section: Section, value: int) -> None:
@@ -141,77 +157,6 @@ class NetSection(Section):
             raise self.error(f"steps has {len(self.steps)} values but scales has {len(self.scales)}")
         if min(self.batch, self.subdivisions) < 1 or self.batch % self.subdivisions:
             raise self.error(f"batch={self.batch} must be a positive multiple of subdivisions={self.subdivisions}")
-
-
-@dataclass(kw_only=True)
-class ConvolutionalSection(Section):
-    """``[convolutional]``: a conv with optional batch norm, then an activation (default logistic!)."""
-
-    KIND = "convolutional"
-    ALIASES = ("conv",)
-    ALWAYS_WRITTEN = ("filters", "size", "stride", "pad", "activation")
-
-    batch_normalize: int = 0
-    filters: int = 1
-    size: int = 1
-    stride: int = 1
-    pad: int = 0
-    padding: int = 0
-    groups: int = 1
-    dilation: int = 1
-    activation: str = "logistic"
-    stride_x: int = -1  # AlexeyAB: -1 means ``stride``
-    stride_y: int = -1
-    xnor: int = 0  # binary (XNOR) convolution: yolov3.models.binary_conv
-    binary: int = 0  # binarized weights on Darknet's GPU only; its CPU forward is a float convolution
-    bin_output: int = 0  # with xnor: the activation becomes linear (Darknet's calculate_binary_weights)
-    antialiasing: int = 0  # 1: a fixed 3x3 blur after a stride-1 conv, 2: a 2x2 one (yolov3.models.antialiasing)
-    coordconv: int = 0  # read by Darknet, used by its GPU forward only: no effect on the CPU forward matched here
-
-    @property
-    def strides(self) -> tuple[int, int]:
-        """(rows, columns) stride: ``stride_y`` / ``stride_x`` where set, else ``stride``."""
-        return (
-            self.stride_y if self.stride_y > 0 else self.stride,
-            self.stride_x if self.stride_x > 0 else self.stride,
-        )
-
-    @property
-    def effective_groups(self) -> int:
-        """Darknet ignores ``groups`` in an ``xnor=1`` layer (``make_convolutional_layer``)."""
-        return 1 if self.xnor else self.groups
-
-    @property
-    def effective_padding(self) -> int:
-        """Darknet: ``pad=1`` means ``size // 2`` (times the dilation); otherwise ``padding``."""
-        return (self.size // 2) * self.dilation if self.pad else self.padding
-
-    def validate(self) -> None:
-        for name, low, high in LIMITS["convolutional"]:
-            check_range(self, name, low, high)
-        if self.filters % self.effective_groups:
-            raise self.error(f"filters={self.filters} is not divisible by groups={self.groups}")
-        if self.activation not in ACTIVATIONS:
-            raise self.error(f"activation={self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
-        check_antialiasing(self, self.antialiasing)
-        if self.xnor:
-            if self.antialiasing:
-                raise self.error(
-                    "xnor=1 with antialiasing is refused: Darknet's XNOR forward returns before the blur, while the "
-                    "next layer reads the blurred size"
-                )
-            self._validate_xnor()
-
-    def _validate_xnor(self) -> None:
-        """What AlexeyAB's CPU XNOR forward cannot compute (the channel count is checked by the graph)."""
-        stride_y, stride_x = self.strides
-        if stride_x != stride_y:
-            raise self.error(
-                f"xnor=1 with stride_x={stride_x} != stride_y={stride_y} is refused: Darknet then takes its float "
-                "XNOR path, whose binarize_weights reads past the weights (undefined behaviour)"
-            )
-        if self.dilation != 1 and self.size != 1:
-            raise self.error(f"xnor=1 with dilation={self.dilation} is refused: Darknet's XNOR path ignores dilation")
 
 
 @dataclass(kw_only=True)
@@ -361,6 +306,13 @@ class SoftmaxSection(Section):
 
     groups: int = 1
     temperature: float = 1.0
+    tree: str = ""  # a class tree file (yolov3.darknet.class_tree): a softmax per group of siblings
+    spatial: float = 0.0  # read by Darknet, used by its GPU forward only: no effect on the CPU forward matched here
+
+    def validate(self) -> None:
+        from yolov3.darknet.class_tree import load_class_tree  # class_tree imports this module
+
+        load_class_tree(self)  # a missing or malformed file is an error at the cfg line
 
 
 @dataclass(kw_only=True)

@@ -51,15 +51,19 @@ TRAINING_ONLY: dict[str, frozenset[str]] = {
     "net": frozenset(_NET_TRAINING.split()),
     "convolutional": frozenset(["assisted_excitation", "cbn", "stream", "wait_stream", "grad_centr"]),
     "route": frozenset(["stream", "wait_stream"]),
-    "yolo": frozenset(_YOLO_TRAINING.split()),
-    "Gaussian_yolo": frozenset(_YOLO_TRAINING.split()),
-    "region": frozenset(["log", "sqrt", "focal_loss", "resize", "classfix", "mask_scale"]),
+    # map= (read_map): class ids of the training labels are remapped through it (forward_*_layer's training part
+    # only); detection takes its map from the caller (detector.c's validate_detector), never from the layer
+    "yolo": frozenset([*_YOLO_TRAINING.split(), "map"]),
+    "Gaussian_yolo": frozenset([*_YOLO_TRAINING.split(), "map"]),
+    "region": frozenset(["log", "sqrt", "focal_loss", "resize", "mask_scale", "map"]),
     "softmax": frozenset(["noloss"]),
     "dropout": frozenset(["dropblock", "dropblock_size_rel", "dropblock_size_abs"]),
     "maxpool": frozenset(["maxpool_zero_nonmax"]),
     # the cell clamp applies after the output is computed, and the time normalizer scales gradients only:
     # neither changes one step's output
     "conv_lstm": frozenset(["state_constrain", "time_normalizer"]),
+    # test time: the centre window, no flip; angle, saturation, exposure and shift are read by no CPU forward
+    "crop": frozenset(["flip", "angle", "saturation", "exposure", "shift"]),
 }
 
 # [net] keys pjreddie's parse_net_options reads and the fork does not: accepted as unread, never typos.
@@ -72,27 +76,7 @@ PJREDDIE_ONLY_NET = frozenset(["center", "clip", "max_ratio", "min_ratio", "notr
 NET_TYPO_CUTOFF = 0.7
 
 # key -> (Darknet's default as written in a cfg, why it is not built here)
-_DEFORM = "weight-deforming convolutions (sway/rotate/stretch) are not implemented"
 NOT_IMPLEMENTED: dict[str, dict[str, tuple[str, str]]] = {
-    "convolutional": {
-        "share_index": ("-1000000000", "weight sharing between layers is not implemented"),
-        "sway": ("0", _DEFORM),
-        "rotate": ("0", _DEFORM),
-        "stretch": ("0", _DEFORM),
-        "stretch_sway": ("0", _DEFORM),
-        "angle": ("15", _DEFORM),
-        "flipped": ("0", "flipped weights are not implemented"),
-        "dot": ("0", "the dot-product regularizer is not implemented"),
-        "reverse": ("0", "reverse convolutions are not implemented"),
-    },
-    "yolo": {
-        "map": ("0", "class maps are not implemented"),
-    },
-    "Gaussian_yolo": {"map": ("0", "class maps are not implemented")},
-    "region": {
-        "tree": ("0", "YOLO9000 class trees are not implemented"),
-        "map": ("0", "class maps are not implemented"),
-    },
     "crnn": {"xnor": ("0", "binary (XNOR) recurrent convolutions are not implemented")},
     "conv_lstm": {
         "xnor": ("0", "binary (XNOR) recurrent convolutions are not implemented"),
@@ -100,26 +84,11 @@ NOT_IMPLEMENTED: dict[str, dict[str, tuple[str, str]]] = {
         # Darknet's CPU forward always uses tanh here, its GPU forward this activation: they agree on tanh only
         "lstm_activation": ("tanh", "an LSTM activation other than tanh is not implemented"),
     },
-    "softmax": {
-        "tree": ("0", "softmax trees are not implemented"),
-        "spatial": ("0", "spatial softmax is not implemented"),
-    },
 }
 
-# Sections parser.c reads that have no layer here, with the reason given in the error.
-REFUSED_SECTIONS: dict[str, str] = {
-    "local": "locally connected layers are not implemented",
-    "deconvolutional": "deconvolutions are not implemented",
-    "deconv": "deconvolutions are not implemented",
-    "crop": "a training-time crop layer",
-    "detection": "YOLOv1 heads are not implemented",
-    "rnn": "recurrent layers are not implemented",
-    "gru": "recurrent layers are not implemented",
-    "lstm": "recurrent layers are not implemented",
-    "history": "recurrent layers are not implemented",
-    "lrn": "local response normalization is not implemented",
-    "normalization": "local response normalization is not implemented",
-}
+# Sections parser.c reads that have no layer here, with the reason given in the error (none at present:
+# [deconvolutional] / [deconv], read by pjreddie's parser.c only, are built as pjreddie's Darknet runs them).
+REFUSED_SECTIONS: dict[str, str] = {}
 
 
 def classify_key(kind: str, key: str, value: str) -> str | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from yolov3.darknet.cfg import (
+    CLASSIC_SECTION_TYPES,
+    RECURRENT_SECTION_TYPES,
     ActivationSection,
     AvgpoolSection,
     BatchnormSection,
@@ -19,6 +21,7 @@ from yolov3.darknet.cfg import (
     ConvolutionalSection,
     CrnnSection,
     DarknetCfg,
+    DetectionSection,
     GaussianYoloSection,
     ImplicitSection,
     LocalAvgpoolSection,
@@ -33,6 +36,9 @@ from yolov3.darknet.cfg import (
     UpsampleSection,
     YoloSection,
 )
+from yolov3.darknet.classic_shapes import classic_output_shape
+from yolov3.darknet.conv_sharing import check_shared_source
+from yolov3.darknet.recurrent_shapes import check_gru_reader, recurrent_output_shape
 
 MAX_CONV_WEIGHTS = 1 << 28  # 1 GiB of float32 in one layer: more is a typo, not a network
 # Values in one layer's output for one image: PyTorch's kernels index with 32-bit integers beyond this.
@@ -40,7 +46,8 @@ MAX_LAYER_VALUES = (1 << 31) - 1
 # A [reorg] builds a gather index of its C*H*W values (int64) when the model is built.
 MAX_REORG_VALUES = 1 << 26
 
-HEAD_SECTIONS = (YoloSection, RegionSection)  # GaussianYoloSection is a YoloSection
+# GaussianYoloSection is a YoloSection; DetectionSection is YOLOv1's head
+HEAD_SECTIONS = (YoloSection, RegionSection, DetectionSection)
 
 
 def head_box_outputs(section: Section) -> int:
@@ -119,6 +126,7 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
             groups = section.effective_groups  # Darknet ignores groups in an xnor layer
             if channels % groups:
                 raise section.error(f"input channels {channels} are not divisible by groups={section.groups}")
+            check_shared_source(section, index, channels, nodes)
             if (
                 section.xnor
                 and channels % 32
@@ -280,7 +288,11 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
             shape = (section.output, 1, 1)
         elif isinstance(section, (ActivationSection, BatchnormSection)):
             pass  # the input's shape
-        elif isinstance(section, HEAD_SECTIONS):
+        elif isinstance(section, RECURRENT_SECTION_TYPES):  # [rnn], [gru], [lstm], [history]
+            shape = recurrent_output_shape(section, shape)
+        elif isinstance(section, CLASSIC_SECTION_TYPES):  # [lrn], [crop], [local], [detection]
+            shape = classic_output_shape(section, shape)
+        elif isinstance(section, (YoloSection, RegionSection)):  # the heads with anchors ([detection]: above)
             anchors = section.num if isinstance(section, RegionSection) else len(section.anchor_indices)
             per_anchor = section.classes + head_box_outputs(section)
             if channels != anchors * per_anchor:
@@ -296,6 +308,7 @@ def build_graph(cfg: DarknetCfg, height: int | None = None, width: int | None = 
                 f"output shape {shape} holds {shape[0] * shape[1] * shape[2]:,} values per image for a "
                 f"{width}x{height} input; allowed: at most {MAX_LAYER_VALUES:,}"
             )
+        check_gru_reader(section, index, {source: nodes[source].section for source in sources})
         nodes.append(LayerNode(index, section, sources, input_shape, shape))
     return nodes
 

@@ -58,16 +58,20 @@ class ConvParameters:
     layer_index: int
     conv: nn.Conv2d
     bn: nn.BatchNorm2d | None
+    flipped: bool = False  # ``flipped=1``: the file holds the weights transposed (load_convolutional_weights)
 
     def tensors(self) -> list[torch.Tensor]:
+        weight = self.conv.weight
+        if self.flipped:  # Darknet's transpose_matrix(weights, rows=in/groups*k*k, cols=filters) after reading
+            weight = weight.view(weight.shape[0], -1).t()  # (F, C/g, k, k) -> (F, C/g*k*k) -> (C/g*k*k, F): a view
         if self.bn is not None:
             mean, var = self.bn.running_mean, self.bn.running_var
             if mean is None or var is None:
                 raise WeightsFileError(f"layer {self.layer_index}: a batch norm without running statistics")
-            return [self.bn.bias, self.bn.weight, mean, var, self.conv.weight]
+            return [self.bn.bias, self.bn.weight, mean, var, weight]
         if self.conv.bias is None:
             raise WeightsFileError(f"layer {self.layer_index}: a conv without batch norm needs a bias")
-        return [self.conv.bias, self.conv.weight]
+        return [self.conv.bias, weight]
 
     @property
     def num_floats(self) -> int:

@@ -127,14 +127,9 @@ def load_ground_truth(source: GroundTruthSource) -> dict[str, Any]:
     for index, annotation in enumerate(dataset["annotations"]):
         where = f"{name}: annotations[{index}]"
         _require_keys(annotation, ["image_id", "category_id", "bbox"], where)
-        image_id = _check_id(annotation, "image_id", where)
-        category_id = _check_id(annotation, "category_id", where)
-        if image_id not in known_images:
-            raise EvaluationInputError(f"{where}: image_id {image_id} is not in 'images'")
-        if category_id not in known_categories:
-            raise EvaluationInputError(
-                f"{where}: category_id {category_id} is not in 'categories' ({_id_list(known_categories)})"
-            )
+        image_id, category_id = _check_references(
+            annotation, where, (known_images, "in 'images'"), (known_categories, "in 'categories'")
+        )
         box = _check_box(annotation["bbox"], where)
         area = annotation.get("area", box[2] * box[3])
         if not _is_number(area):
@@ -151,6 +146,23 @@ def load_ground_truth(source: GroundTruthSource) -> dict[str, Any]:
             }
         )
     return {**dataset, "images": images, "annotations": annotations, "categories": categories}
+
+
+def _check_references(
+    entry: Mapping[str, Any], where: str, images: tuple[set[int], str], categories: tuple[set[int], str]
+) -> tuple[int, int]:
+    """``entry``'s image_id and category_id, each checked to be one of the known ids; the texts say where
+    they were looked for (``"in 'images'"``, ``"a category of val.json"``)."""
+    image_id = _check_id(entry, "image_id", where)
+    category_id = _check_id(entry, "category_id", where)
+    (known_images, images_place), (known_categories, categories_place) = images, categories
+    if image_id not in known_images:
+        raise EvaluationInputError(f"{where}: image_id {image_id} is not {images_place}")
+    if category_id not in known_categories:
+        raise EvaluationInputError(
+            f"{where}: category_id {category_id} is not {categories_place} ({_id_list(known_categories)})"
+        )
+    return image_id, category_id
 
 
 def load_detections(
@@ -171,15 +183,12 @@ def load_detections(
     for index, entry in enumerate(entries):
         where = f"{name}: detection {index}"
         _require_keys(entry, ["image_id", "category_id", "bbox", "score"], where)
-        image_id = _check_id(entry, "image_id", where)
-        category_id = _check_id(entry, "category_id", where)
-        if image_id not in known_images:
-            raise EvaluationInputError(f"{where}: image_id {image_id} is not an image of {ground_truth_name}")
-        if category_id not in known_categories:
-            raise EvaluationInputError(
-                f"{where}: category_id {category_id} is not a category of {ground_truth_name} "
-                f"({_id_list(known_categories)})"
-            )
+        image_id, category_id = _check_references(
+            entry,
+            where,
+            (known_images, f"an image of {ground_truth_name}"),
+            (known_categories, f"a category of {ground_truth_name}"),
+        )
         if not _is_number(entry["score"]):
             raise EvaluationInputError(f"{where}: 'score' must be a finite number, got {entry['score']!r}")
         detections.append(

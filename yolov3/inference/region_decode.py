@@ -9,8 +9,12 @@ objectness times a class score, as for [yolo]. Per head (t = raw outputs, (col, 
   in grid cells), objectness sigmoid(to), classes softmax (``softmax=1``) or logistic (pjreddie; the fork
   leaves them raw). The fork's CPU ``get_region_detections`` reads the buffer its forward has transposed
   with the untransposed index, so its own CPU detections are not a reference; its forward output is.
+  With a class ``tree=`` (YOLO9000), :func:`region_tree_scores`, checked against the fork's ``get_network_boxes``
+  (its ``get_region_boxes`` reads the transposed buffer correctly). ``classfix=-1``: an objectness below 0.5 is
+  0 (``get_region_boxes``), so every class score of that box is 0 too.
 - [Gaussian_yolo] (``get_gaussian_yolo_box``): x, y, sigma_x..sigma_h logistic, w = exp(tw) * anchor_w (pixels),
   ``yolo_point`` shifts the centre; class scores are sigmoid(tc) * (1 - mean of the 4 sigmas).
+- [detection] (YOLOv1, ``get_detection_detections``): :mod:`yolov3.inference.detection_decode`.
 - [yolo] ``new_coords=1``: the conv before is logistic already; cx = (col + t_x * s - (s - 1) / 2) / W,
   w = 4 * t_w^2 * anchor_w; objectness and classes as given.
 
@@ -27,9 +31,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from yolov3.darknet.cfg import GaussianYoloSection, RegionSection, Section, YoloSection
+from yolov3.darknet.cfg import DetectionSection, GaussianYoloSection, RegionSection, Section, YoloSection
+from yolov3.darknet.class_tree import (
+    ClassTree,
+    hierarchy_predictions,
+    last_class_above_half,
+    load_class_tree,
+    tree_softmax,
+)
 from yolov3.darknet.graph import HEAD_SECTIONS, head_stride
 from yolov3.inference.decode import decode_head
+from yolov3.inference.detection_decode import decode_detection_head
 from yolov3.models.yolo_head import YoloHeadSpec
 
 if TYPE_CHECKING:
@@ -44,7 +56,10 @@ def _grid(height: int, width: int, like: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def decode_special_head(section: Section, output: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
-    """One [region] / [Gaussian_yolo] / new_coords [yolo] output (B, A*(K+C), H, W) -> (B, A*H*W, 5+C)."""
+    """One [region] / [Gaussian_yolo] / new_coords [yolo] output (B, A*(K+C), H, W) -> (B, A*H*W, 5+C); a
+    [detection] (YOLOv1) output (B, N, 1, 1) -> (B, S*S*num, 5+C) by :mod:`yolov3.inference.detection_decode`."""
+    if isinstance(section, DetectionSection):
+        return decode_detection_head(section, output, input_size)
     input_height, input_width = input_size
     batch, channels, grid_height, grid_width = output.shape
     if isinstance(section, RegionSection):
@@ -70,7 +85,13 @@ def decode_special_head(section: Section, output: torch.Tensor, input_size: tupl
         offset_x, offset_y = t[..., 0].sigmoid(), t[..., 1].sigmoid()
         size_wh = t[..., 2:4].exp() * anchor_wh
         objectness = t[..., 4].sigmoid()
-        scores = t[..., 5:].softmax(-1) if section.softmax else t[..., 5:].sigmoid()
+        if section.classfix == -1:  # the fork's get_region_boxes: an objectness below 0.5 becomes 0
+            objectness = torch.where(objectness < 0.5, 0.0, objectness)
+        tree = load_class_tree(section)
+        if tree is not None:
+            scores = region_tree_scores(t[..., 5:], objectness, tree)
+        else:
+            scores = t[..., 5:].softmax(-1) if section.softmax else t[..., 5:].sigmoid()
     elif isinstance(section, GaussianYoloSection):
         scale = section.scale_x_y
         offset_x = t[..., 0].sigmoid() * scale - 0.5 * (scale - 1)
@@ -100,20 +121,34 @@ def decode_special_head(section: Section, output: torch.Tensor, input_size: tupl
     return decoded.reshape(batch, anchors * grid_height * grid_width, 5 + classes)
 
 
+def region_tree_scores(logits: torch.Tensor, objectness: torch.Tensor, tree: ClassTree) -> torch.Tensor:
+    """A [region] head with a class tree, as the fork's ``get_region_boxes`` (no ``map``): the tree softmax, each
+    class times its ancestors (``hierarchy_predictions``), only the last class above 0.5 kept. Darknet's
+    probability is that product alone, kept where the objectness passes the threshold; as a class score here
+    (``objectness * score`` is the detection's score) it is the product divided by the objectness.
+    (..., C) logits and (...) objectness -> (..., C)."""
+    products = last_class_above_half(hierarchy_predictions(tree_softmax(logits, tree), tree))
+    objectness = objectness.unsqueeze(-1)  # (...) -> (..., 1)
+    return torch.where(objectness > 0, products / objectness.clamp(min=torch.finfo(objectness.dtype).tiny), 0.0)
+
+
 def needs_special_decode(section: Section) -> bool:
     """True for the heads this module decodes (everything but a plain [yolo])."""
-    if isinstance(section, (RegionSection, GaussianYoloSection)):
+    if isinstance(section, (RegionSection, GaussianYoloSection, DetectionSection)):
         return True
     return isinstance(section, YoloSection) and bool(section.new_coords)
 
 
 @dataclass(frozen=True)
 class DarknetHeadSpec:
-    """A [region], [Gaussian_yolo] or new_coords [yolo] head at ``stride`` (network pixels per cell), as a
-    :class:`~yolov3.models.yolo_head.YoloHeadSpec` describes a plain [yolo] head; ``decode`` is
-    :func:`decode_special_head`. For inference only: the trainer's loss takes plain [yolo] heads."""
+    """A [region], [Gaussian_yolo], new_coords [yolo] or [detection] head at ``stride`` (network pixels per
+    cell), as a :class:`~yolov3.models.yolo_head.YoloHeadSpec` describes a plain [yolo] head; ``decode`` is
+    :func:`decode_special_head`. For inference only: the trainer's loss takes plain [yolo] heads.
 
-    section: RegionSection | YoloSection
+    A [detection] head's output is flat, (B, N, 1, 1): its stride is the whole [net] size (square), its
+    ``out_channels`` N and its ``num_anchors`` the boxes per cell."""
+
+    section: RegionSection | YoloSection | DetectionSection
     stride: int
 
     def __post_init__(self) -> None:
@@ -122,8 +157,8 @@ class DarknetHeadSpec:
 
     @property
     def kind(self) -> str:
-        """``region``, ``Gaussian_yolo`` or ``yolo_new_coords``."""
-        if isinstance(self.section, (RegionSection, GaussianYoloSection)):
+        """``region``, ``Gaussian_yolo``, ``detection`` or ``yolo_new_coords``."""
+        if isinstance(self.section, (RegionSection, GaussianYoloSection, DetectionSection)):
             return self.section.KIND
         return "yolo_new_coords"
 
@@ -133,10 +168,14 @@ class DarknetHeadSpec:
 
     @property
     def num_anchors(self) -> int:
-        return self.section.num if isinstance(self.section, RegionSection) else len(self.section.anchor_indices)
+        if isinstance(self.section, (RegionSection, DetectionSection)):
+            return self.section.num
+        return len(self.section.anchor_indices)
 
     @property
     def out_channels(self) -> int:
+        if isinstance(self.section, DetectionSection):
+            return self.section.inputs
         per_anchor = 9 if isinstance(self.section, GaussianYoloSection) else 5
         return self.num_anchors * (per_anchor + self.num_classes)
 
@@ -151,6 +190,10 @@ class DarknetHeadSpec:
         description: dict[str, Any] = {"kind": self.kind, "stride": self.stride, "num_classes": self.num_classes}
         if isinstance(section, RegionSection):
             description.update(anchors_cells=[list(pair) for pair in section.anchors_cells], softmax=section.softmax)
+            if section.classfix == -1:
+                description["classfix"] = section.classfix
+        elif isinstance(section, DetectionSection):
+            description.update(side=section.side, num=section.num, softmax=section.softmax, sqrt=section.sqrt)
         else:
             description.update(anchors_px=[list(pair) for pair in section.anchors_px], scale_x_y=section.scale_x_y)
             if isinstance(section, GaussianYoloSection):

@@ -30,17 +30,7 @@ DARKNET_BATCHNORM_EPS = 1e-5
 def recurrent_convolution(section: CrnnSection | ConvLstmSection, inputs: int, outputs: int) -> ConvBNAct:
     """One of a recurrent layer's convs: the section's size, stride, padding, groups, batch norm and activation,
     ``inputs -> outputs`` channels, with Darknet's unfused batch-norm epsilon."""
-    block = ConvBNAct(
-        inputs,
-        outputs,
-        section.size,
-        section.stride,
-        padding=section.effective_padding,
-        groups=section.groups,
-        dilation=section.dilation,
-        batch_norm=bool(section.batch_normalize),
-        activation=section.activation,
-    )
+    block = ConvBNAct.from_keys(section, inputs, outputs)
     if block.bn is not None:
         block.bn.eps = DARKNET_BATCHNORM_EPS
     return block

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
 from torch import nn
 
 from yolov3.darknet.cfg import (
+    CLASSIC_SECTION_TYPES,
+    RECURRENT_SECTION_TYPES,
     ActivationSection,
     AvgpoolSection,
     BatchnormSection,
@@ -37,10 +40,12 @@ from yolov3.darknet.cfg import (
     YoloSection,
     parse_cfg,
 )
+from yolov3.darknet.class_tree import check_tree_size, load_class_tree
 from yolov3.darknet.graph import HEAD_SECTIONS, LayerNode, build_graph, head_stride
 from yolov3.darknet.weights_file import ConvParameters
 from yolov3.models.antialiasing import AntialiasedConv
 from yolov3.models.binary_conv import XnorConv, binary_output_layers
+from yolov3.models.classic_layers import WEIGHTED_CLASSIC_MODULES, build_classic_layer
 from yolov3.models.connected import Connected
 from yolov3.models.conv_lstm import ConvLstm
 from yolov3.models.crnn import Crnn
@@ -56,8 +61,11 @@ from yolov3.models.darknet_layers import (
     reorg_gather_index,
 )
 from yolov3.models.darknet_pooling import maxpool_from_section
+from yolov3.models.detection_head import DetectionOutput
 from yolov3.models.implicit import Implicit
 from yolov3.models.layers import ConvBNAct, GlobalAvgPool, Upsample, make_activation
+from yolov3.models.recurrent import ConnectedRecurrent, build_recurrent_layer
+from yolov3.models.shared_weights import is_sharing, share_conv_weights
 from yolov3.models.yolo_head import YoloHeadSpec
 
 
@@ -113,6 +121,8 @@ def _build_layer(node: LayerNode, linear_outputs: frozenset[int] = frozenset()) 
         return Crnn(section, node.in_channels)
     if isinstance(section, ConvLstmSection):
         return ConvLstm(section, node.in_channels)
+    if isinstance(section, RECURRENT_SECTION_TYPES):  # [rnn], [gru], [lstm], [history]
+        return build_recurrent_layer(section, node.input_shape)
     if isinstance(section, ShortcutSection):
         return Shortcut(node.sources, section, node.in_channels)
     if isinstance(section, SamSection):
@@ -139,6 +149,8 @@ def _build_layer(node: LayerNode, linear_outputs: frozenset[int] = frozenset()) 
         return maxpool_from_section(section)
     if isinstance(section, ImplicitSection):
         return Implicit(section)
+    if isinstance(section, CLASSIC_SECTION_TYPES):  # [lrn], [crop], [local], [detection]
+        return build_classic_layer(node)
     if isinstance(section, ConnectedSection):
         return Connected(node.in_channels * node.input_shape[1] * node.input_shape[2], section)
     if isinstance(section, BatchnormSection):
@@ -151,6 +163,8 @@ def _build_layer(node: LayerNode, linear_outputs: frozenset[int] = frozenset()) 
         return nn.Dropout(section.probability)
     if isinstance(section, YoloSection):
         return YoloOutput(section)
+    if isinstance(section, SoftmaxSection) and (tree := load_class_tree(section)) is not None:
+        check_tree_size(section, tree, math.prod(node.input_shape), exact=False)  # Darknet reads past its input
     if isinstance(section, (SoftmaxSection, CostSection, ContrastiveSection)):
         return nn.Identity()  # forward returns logits; softmax, cost and contrastive losses belong to training
     raise section.error("has no PyTorch layer")  # pragma: no cover - every parsed kind is handled above
@@ -170,6 +184,7 @@ class Darknet(DarknetIO, nn.Module):
         self.nodes = build_graph(self.cfg)
         linear_outputs = binary_output_layers(self.nodes)
         self.layers = nn.ModuleList(_build_layer(node, linear_outputs) for node in self.nodes)
+        share_conv_weights(self.layers, self.nodes)  # [convolutional] share_index
         # Outputs read later by a route or shortcut; all others are dropped as soon as they are used.
         self._kept = frozenset(source for node in self.nodes for source in node.sources if source != node.index - 1)
         self.is_detector = any(isinstance(section, HEAD_SECTIONS) for section in self.cfg.layers)
@@ -209,7 +224,7 @@ class Darknet(DarknetIO, nn.Module):
                 x = layer(*(outputs[source] if source != index - 1 else x for source in sources))
             else:
                 x = layer(x)
-            if isinstance(layer, (YoloOutput, HeadOutput)):
+            if isinstance(layer, (YoloOutput, HeadOutput, DetectionOutput)):
                 heads.append(x)
             if index in self._kept:
                 outputs[index] = x
@@ -217,16 +232,21 @@ class Darknet(DarknetIO, nn.Module):
 
     def darknet_conv_parameters(self) -> list[ConvParameters]:
         """Every layer with ``.weights`` tensors in file order: convolutions, weighted shortcuts, [implicit],
-        [connected], [batchnorm]."""
+        [connected], [batchnorm], and the inner [connected] layers of [rnn], [gru], [lstm]."""
         parameters: list = []
         for index, module in enumerate(self.layers):
             if isinstance(module, ConvBNAct):
-                parameters.append(ConvParameters(index, module.conv, module.bn))
+                section = self.cfg.layers[index]
+                if not is_sharing(section, index):  # a sharing layer reads nothing (load_weights_upto)
+                    flipped = bool(getattr(section, "flipped", 0))
+                    parameters.append(ConvParameters(index, module.conv, module.bn, flipped=flipped))
             elif isinstance(module, (Crnn, ConvLstm)):
                 parameters += [ConvParameters(index, block.conv, block.bn) for block in module.blocks]
             elif isinstance(module, Shortcut) and module.weight is not None:
                 parameters.append(LayerTensors(index, [module.weight]))
-            elif isinstance(module, (Implicit, Connected, DarknetBatchNorm)):
+            elif isinstance(
+                module, (Implicit, Connected, DarknetBatchNorm, *WEIGHTED_CLASSIC_MODULES, ConnectedRecurrent)
+            ):
                 parameters.append(LayerTensors(index, module.darknet_tensors()))
         return parameters
 

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolov3.darknet.cfg import GaussianYoloSection, RegionSection, ShortcutSection, YoloSection
+from yolov3.darknet.cfg import DetectionSection, GaussianYoloSection, RegionSection, ShortcutSection, YoloSection
+from yolov3.darknet.class_tree import load_class_tree, tree_softmax
+from yolov3.models.detection_head import detection_layer_output
 from yolov3.models.layers import make_activation
 
 # Darknet's shortcut weight normalization adds this to the sum of (relu'd or exp'd) weights.
@@ -159,15 +161,21 @@ def darknet_head_activation(section: object, raw: torch.Tensor) -> torch.Tensor:
     about 0.5; layout unchanged.
     [Gaussian_yolo]: logistic on x, sigma_x, y, sigma_y, sigma_w, sigma_h, objectness, classes; x, y scaled.
     [region]: transposed to (B, H, W, A*(5+C)); logistic on objectness only (x, y are squashed when boxes
-    are read), softmax over classes when ``softmax=1``.
+    are read), softmax over classes when ``softmax=1``, or per sibling group with a ``tree=`` (its softmax_tree).
+    [detection]: the flat (B, N) output, each cell's class scores softmaxed when ``softmax=1``.
     """
+    if isinstance(section, DetectionSection):
+        return detection_layer_output(section, raw)
     batch, _, height, width = raw.shape
     if isinstance(section, RegionSection):
         per_anchor = 5 + section.classes
         # (B, A*(5+C), H, W) -> (B, H, W, A, 5+C)
         out = raw.view(batch, section.num, per_anchor, height, width).permute(0, 3, 4, 1, 2).clone()
         out[..., 4] = out[..., 4].sigmoid()
-        if section.softmax:
+        tree = load_class_tree(section)
+        if tree is not None:  # softmax_tree replaces the softmax (forward_region_layer)
+            out[..., 5:] = tree_softmax(out[..., 5:], tree)
+        elif section.softmax:
             out[..., 5:] = out[..., 5:].softmax(-1)
         return out.reshape(batch, height, width, section.num * per_anchor)  # (B, H, W, A*(5+C))
     if not isinstance(section, YoloSection):  # [Gaussian_yolo] is a YoloSection too

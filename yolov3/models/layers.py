@@ -7,7 +7,7 @@ to cfg text and read/write ``.weights`` through the same code as cfg-built ones.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypedDict
+from typing import Protocol, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,20 @@ def make_activation(name: str) -> nn.Module:
     if name not in factories:
         raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
     return factories[name]()
+
+
+class ConvolutionKeys(Protocol):
+    """The keys a Darknet section shares with ``[convolutional]`` (its recurrent sections have them too)."""
+
+    size: int
+    stride: int
+    groups: int
+    dilation: int
+    batch_normalize: int
+    activation: str
+
+    @property
+    def effective_padding(self) -> int: ...
 
 
 class ConvOptions(TypedDict):
@@ -82,9 +96,14 @@ class ConvBNAct(nn.Module):
 
     @classmethod
     def from_section(cls, section: ConvolutionalSection, in_channels: int) -> ConvBNAct:
+        return cls.from_keys(section, in_channels, section.filters)
+
+    @classmethod
+    def from_keys(cls, section: ConvolutionKeys, in_channels: int, out_channels: int) -> ConvBNAct:
+        """A conv with the section's size, stride, padding, groups, dilation, batch norm and activation."""
         return cls(
             in_channels,
-            section.filters,
+            out_channels,
             section.size,
             section.stride,
             padding=section.effective_padding,
@@ -131,8 +150,12 @@ class DarknetMaxPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         before, after = self.padding // 2, self.padding - self.padding // 2
-        if self.padding:
-            x = F.pad(x, (before, after, before, after), value=float("-inf"))
+        if before <= self.size // 2 and (after == before or (after == before + 1 and self.stride == 2)):
+            # max_pool2d pads with -inf itself (no copy, no Pad node in exported graphs). One more cell on the
+            # right / bottom at stride 2 is ceil mode: floor((n + 1) / 2) == ceil(n / 2) output cells, and the
+            # last window starts inside the input, so no window is dropped.
+            return F.max_pool2d(x, self.size, self.stride, padding=before, ceil_mode=after > before)
+        x = F.pad(x, (before, after, before, after), value=float("-inf"))  # e.g. tiny's 2x2 stride-1 pool
         return F.max_pool2d(x, self.size, self.stride)
 
     def to_section(self) -> MaxpoolSection:

@@ -1,8 +1,10 @@
-"""What a decoder or loss needs to know about each YOLO output: anchors, stride and class count."""
+"""What a decoder or loss needs to know about each YOLO output (anchors, stride, class count), and the config
+fields every YOLO model shares."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 
@@ -58,6 +60,26 @@ def yolo_section(
         truth_thresh=1.0,
         random=1.0,
     )
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """What every YOLO model config has: classes, the anchors and which of them each head uses (heads ordered
+    coarse to fine, as in Darknet), the activation, the batch-norm momentum and the [net] input size."""
+
+    NUM_HEADS: ClassVar[int] = 3
+
+    num_classes: int = 80
+    anchors_px: tuple[tuple[float, float], ...] = COCO_ANCHORS_PX
+    anchor_masks: tuple[tuple[int, ...], ...] = ((6, 7, 8), (3, 4, 5), (0, 1, 2))
+    activation: str = "leaky"
+    bn_momentum: float = 0.03
+    input_size: tuple[int, int] = (416, 416)  # (height, width), written to [net]
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
+        validate_anchors(self.anchors_px, self.anchor_masks, num_heads=self.NUM_HEADS)
 
 
 def validate_anchors(anchors_px: tuple, anchor_masks: tuple, num_heads: int) -> None:

@@ -17,33 +17,25 @@ from yolov3.models.darknet53 import Darknet53, Darknet53Config, scale_channels
 from yolov3.models.darknet_io import DarknetIO, DarknetLayers
 from yolov3.models.layers import ConvBNAct, ConvOptions, DarknetMaxPool, Upsample
 from yolov3.models.mobilenet import MOBILENET_BACKBONES, MobileNetV3Backbone
-from yolov3.models.yolo_head import COCO_ANCHORS_PX, YoloHeadSpec, validate_anchors, yolo_section
+from yolov3.models.yolo_head import DetectorConfig, YoloHeadSpec, yolo_section
 
 BACKBONES = ("darknet53", *MOBILENET_BACKBONES)
 
 
 @dataclass(frozen=True)
-class YOLOv3Config:
+class YOLOv3Config(DetectorConfig):
     """Everything that shapes a YOLOv3 network. Heads are ordered stride 32, 16, 8, as in Darknet."""
 
-    num_classes: int = 80
-    anchors_px: tuple[tuple[float, float], ...] = COCO_ANCHORS_PX
-    anchor_masks: tuple[tuple[int, ...], ...] = ((6, 7, 8), (3, 4, 5), (0, 1, 2))
     backbone: str = "darknet53"
     backbone_pretrained: bool = False  # torchvision ImageNet weights, for the MobileNet backbones
     darknet53: Darknet53Config = field(default_factory=Darknet53Config)
     neck_channels: tuple[int, int, int] = (512, 256, 128)
     spp: bool = False
-    activation: str = "leaky"
-    bn_momentum: float = 0.03
-    input_size: tuple[int, int] = (416, 416)  # (height, width), written to [net]
 
     def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
+        super().__post_init__()
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone {self.backbone!r} is not one of {', '.join(BACKBONES)}")
-        validate_anchors(self.anchors_px, self.anchor_masks, num_heads=3)
 
 
 class SpatialPyramidPooling(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -11,30 +12,26 @@ from yolov3.darknet.cfg import NetSection
 from yolov3.models.darknet53 import scale_channels
 from yolov3.models.darknet_io import DarknetIO, DarknetLayers
 from yolov3.models.layers import ConvBNAct, ConvOptions, DarknetMaxPool, Upsample
-from yolov3.models.yolo_head import COCO_TINY_ANCHORS_PX, YoloHeadSpec, validate_anchors, yolo_section
+from yolov3.models.yolo_head import COCO_TINY_ANCHORS_PX, DetectorConfig, YoloHeadSpec, yolo_section
 from yolov3.models.yolov3 import yolov3_net_section
 
 
 @dataclass(frozen=True)
-class YOLOv3TinyConfig:
+class YOLOv3TinyConfig(DetectorConfig):
     """YOLOv3-tiny shape. Heads are ordered stride 32, then 16, as in Darknet."""
 
-    num_classes: int = 80
+    NUM_HEADS: ClassVar[int] = 2
+
     anchors_px: tuple[tuple[float, float], ...] = COCO_TINY_ANCHORS_PX
     anchor_masks: tuple[tuple[int, ...], ...] = ((3, 4, 5), (0, 1, 2))
     in_channels: int = 3
     backbone_channels: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024)
     width_multiple: float = 1.0
-    activation: str = "leaky"
-    bn_momentum: float = 0.03
-    input_size: tuple[int, int] = (416, 416)  # (height, width), written to [net]
 
     def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
+        super().__post_init__()
         if len(self.backbone_channels) != 7:
             raise ValueError(f"backbone_channels needs 7 widths, got {self.backbone_channels}")
-        validate_anchors(self.anchors_px, self.anchor_masks, num_heads=2)
 
 
 class YOLOv3Tiny(DarknetIO, nn.Module):
