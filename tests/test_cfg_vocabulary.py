@@ -68,9 +68,43 @@ def test_a_net_key_that_looks_like_a_typo_stays_an_error_with_the_suggestion(opt
         parse_cfg_text(NET + option + "\n" + CONV, source="x.cfg")
 
 
-def test_unknown_keys_in_layer_sections_stay_errors() -> None:
-    with pytest.raises(CfgError, match=r"x\.cfg:10: \[convolutional\] unknown key 'max_epochs'"):
-        parse_cfg_text(NET + CONV + "max_epochs=300\n", source="x.cfg")
+YOLO = "[convolutional]\nfilters=21\nsize=1\nactivation=linear\n[yolo]\nmask=0,1,2\nanchors=1,2,3,4,5,6\nnum=3\nclasses=2\n"
+
+
+def test_a_layer_key_darknet_does_not_read_is_accepted_and_reported_as_darknet_does(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """AlexeyAB's yolov4-sam-mish.cfg has ``uc_normalizer`` (a [Gaussian_yolo] key) and ``beta1`` in its [yolo]
+    sections: parse_yolo reads neither, Darknet prints "Unused field" and builds the network."""
+    text = NET + CONV + YOLO + "uc_normalizer=1.0\nbeta1=0.6\n" + CONV + "max_epochs=300\n"
+    with caplog.at_level(logging.WARNING, logger="yolov3.darknet.cfg"):
+        cfg = parse_cfg_text(text, source="sam.cfg")
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1
+    for fragment in (
+        "[yolo] uc_normalizer (line 19, read by [Gaussian_yolo] only)",
+        "[yolo] beta1 (line 20, not read by Darknet either)",
+        "[convolutional] max_epochs (line 26, not read by Darknet either)",
+    ):
+        assert fragment in warnings[0]
+    Darknet(cfg)
+
+
+@pytest.mark.parametrize(
+    ("section", "option", "suggestion"),
+    [
+        (CONV, "filtres=4", "filters"),
+        (YOLO, "ignore_tresh=0.7", "ignore_thresh"),
+        (YOLO, "clases=2", "classes"),
+        ("[maxpool]\nsize=2\n", "strid=2", "stride"),
+    ],
+)
+def test_a_layer_key_that_looks_like_a_typo_stays_an_error_with_the_suggestion(
+    section: str, option: str, suggestion: str
+) -> None:
+    key = option.split("=")[0]
+    with pytest.raises(CfgError, match=rf"unknown key '{key}'; did you mean '{suggestion}'"):
+        parse_cfg_text(NET + CONV + section + option + "\n", source="x.cfg")
 
 
 def test_keys_that_change_the_forward_but_are_not_built_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,3 +236,15 @@ def test_antialiasing_pooling_over_channels_and_dense_layers_build_with_darknets
     assert floats == (4 + 4 * 27) + 6 * 2 + 4 * 6 + (7 + 7 * 12 + 3 * 7)  # no floats for the blurs
     (logits,) = model(torch.rand(2, 3, 32, 32))
     assert logits.shape == (2, 7)
+
+
+def test_anchor_pairs_past_num_that_masks_use_build_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """cspx-p7-mish.cfg: num=16 but 20 anchor pairs, masks up to 19. Darknet reads 16 pairs and decodes masks
+    16..19 from past its array (undefined); the listed pairs are the cfg's intent."""
+    head = "[convolutional]\nfilters=14\nsize=1\nactivation=linear\n[yolo]\nmask=1,2\nanchors=1,2,3,4,5,6\nnum=2\n"
+    with caplog.at_level(logging.WARNING, logger="yolov3.darknet.cfg_sections"):
+        cfg = parse_cfg_text(NET + CONV + head + "classes=2\n", source="p7.cfg")
+    assert any("mask indices [2] are past num=2" in record.getMessage() for record in caplog.records)
+    assert cfg.layers[-1].anchors_px == ((3.0, 4.0), (5.0, 6.0))
+    with pytest.raises(CfgError, match="anchors has 6 numbers but num=4 needs 8"):
+        parse_cfg_text(NET + CONV + head.replace("num=2", "num=4") + "classes=2\n", source="p7.cfg")

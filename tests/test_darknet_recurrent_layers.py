@@ -242,7 +242,7 @@ def test_the_comparison_sees_a_dropped_term_or_a_wrong_layout(recurrent_runs: di
         ("[rnn]\nhidden=0\n", "hidden=0 is out of range"),
         ("[gru]\noutput=0\n", "output=0 is out of range"),
         ("[history]\nhistory_size=0\n", "history_size=0 is out of range; allowed: 1..1024"),
-        ("[lstm]\nxnor=1\n", "unknown key 'xnor'"),
+        ("[lstm]\noutptu=3\n", "unknown key 'outptu'; did you mean 'output'"),  # xnor: read by others, ignored
         ("[gru]\n[convolutional]\nfilters=2\n", r"\[convolutional\] reads layer 0, a \[gru\]: Darknet's make_gru"),
         ("[gru]\n[connected]\n[route]\nlayers=-2\n", r"\[route\] reads layer 0, a \[gru\]"),
     ],

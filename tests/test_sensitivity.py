@@ -1,28 +1,38 @@
-"""Sensitivity: every layer and level measured on a designed case, the budget rule, and the CLI's outputs."""
+"""Sensitivity: every layer and level measured on a designed case, the global curve against an independent global
+pruning, the budget rule, the plot, and the CLI's outputs (with the fine-tuned global curve)."""
 
 from __future__ import annotations
 
+import copy
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from test_train import write_config
 
-from yolov3.checkpoint import Checkpoint, ModelSpec, save_checkpoint
+from yolov3.checkpoint import Checkpoint, ModelSpec, load_checkpoint, model_from_checkpoint, save_checkpoint
 from yolov3.cli import prune as prune_cli
 from yolov3.compression import effective_weight, is_pruned, magnitude_prune, prunable_layers, sparsity_report
+from yolov3.compression.pipelines_sensitivity import FINETUNE_FOLDER, SensitivitySettings, sensitivity_analysis
 from yolov3.compression.schedules import load_pruning_config
 from yolov3.compression.sensitivity import (
     DEFAULT_LEVELS,
+    GlobalCurve,
+    GlobalPoint,
     SensitivityResult,
     SensitivityRow,
+    global_label,
     layer_tolerance,
     load_sparsity_budget,
+    measure_global_sensitivity,
     measure_sensitivity,
+    plot_sensitivity,
     sensitivity_budget,
 )
 from yolov3.models import create_model
+from yolov3.train.config import load_train_config
 
 
 def tiny_model(seed: int = 0) -> torch.nn.Module:
@@ -56,6 +66,70 @@ def test_designed_case_measures_every_layer_alone_and_restores_it() -> None:
         assert values == sorted(values)  # more pruning of one layer never lowers the measure
     assert not is_pruned(model)
     assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())
+
+
+def output_measure(images: torch.Tensor) -> Callable[[torch.nn.Module], float]:
+    """A deterministic measure of a whole model: the mean absolute output on ``images`` (eval mode)."""
+
+    @torch.no_grad()
+    def measure(candidate: torch.nn.Module) -> float:
+        return float(sum(output.abs().mean() for output in candidate.eval()(images)))
+
+    return measure
+
+
+def test_global_curve_equals_brute_force_magnitude_thresholding() -> None:
+    """Each level: the k = round(level * n) smallest |w| over all the prunable convs zeroed (sorted by hand, on a
+    copy), then the same measure; the model ends as it started and the rows reach the tables."""
+    model = tiny_model()
+    layers = prunable_layers(model)
+    measure = output_measure(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)))
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    levels = (0.1, 0.5, 0.9)
+    curve = measure_global_sensitivity(model, measure, layers, levels, progress=False)
+    total = sum(conv.weight.numel() for _, conv in layers)
+    assert curve.label == "global" and curve.parameters == total and curve.finetune_epochs == 0
+    magnitudes = torch.cat([conv.weight.detach().abs().flatten() for _, conv in layers])
+    for point, level in zip(curve.points, levels, strict=True):
+        count = round(level * total)
+        threshold = magnitudes.sort().values[count - 1]  # random weights: no ties
+        pruned = copy.deepcopy(model)
+        with torch.no_grad():
+            for _, conv in prunable_layers(pruned):
+                conv.weight[conv.weight.abs() <= threshold] = 0.0
+        assert sparsity_report(pruned, prunable_layers(pruned)).zeros == count
+        assert point.level == level and point.sparsity == pytest.approx(count / total)
+        assert point.value == pytest.approx(measure(pruned), rel=1e-5), level
+    assert not is_pruned(model)
+    assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())
+    values = [point.value for point in curve.points]
+    assert len(set(values)) == len(values)  # the levels differ
+
+    result = SensitivityResult("loss", baseline=measure(model), levels=levels, global_curves=[curve])
+    assert (
+        f"| global | {total:,} | " + " | ".join(f"{value:.4f}" for value in values) + " |" in result.format_markdown()
+    )
+    rows = list(csv.DictReader(result.format_csv().splitlines()))
+    assert [(row["layer"], float(row["level"]), float(row["loss"])) for row in rows] == [
+        ("global", level, pytest.approx(value, abs=1e-6)) for level, value in zip(levels, values, strict=True)
+    ]
+
+
+def test_plot_draws_layers_global_curves_and_baseline(tmp_path: Path) -> None:
+    """Few layers (named in the legend) and many (a colour bar); a loss that explodes goes to a log scale."""
+    for count, metric, explode in ((3, "map50", 1.0), (40, "loss", 100.0)):
+        levels = (0.25, 0.5, 0.75)
+        result = SensitivityResult(metric, baseline=0.5, levels=levels)
+        for index in range(count):
+            for level in levels:
+                result.rows.append(SensitivityRow(f"layer{index}", 100, level, 0.5 - 0.1 * level * index / count))
+        for epochs in (0, 2):
+            points = tuple(GlobalPoint(level, 0.5 * explode**level, level) for level in levels)
+            result.global_curves.append(GlobalCurve(global_label(epochs), 100 * count, epochs, points))
+        path = tmp_path / f"{count}" / "sensitivity.png"
+        plot_sensitivity(result, path)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert global_label(1) == "global, 1 epoch fine-tuned" and global_label(3) == "global, 3 epochs fine-tuned"
 
 
 def test_budget_follows_the_tolerances_and_hits_the_target() -> None:
@@ -97,10 +171,11 @@ def test_cli_writes_table_plot_and_a_budget_that_hits_the_target(
     with (out / "sensitivity.csv").open() as file:
         rows = list(csv.DictReader(file))
     assert [(row["layer"], float(row["level"])) for row in rows] == [
-        (name, level) for name in names for level in (0.25, 0.5, 0.75)
+        (name, level) for name in [*names, "global"] for level in (0.25, 0.5, 0.75)
     ]
     markdown = (out / "sensitivity.md").read_text()
-    assert all(f"| {name} |" in markdown for name in names) and "| 25% | 50% | 75% |" in markdown
+    assert all(f"| {name} |" in markdown for name in [*names, "global"]) and "| 25% | 50% | 75% |" in markdown
+    assert not (out / FINETUNE_FOLDER).exists()  # no fine-tuning unless asked
     assert (out / "sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     budget = load_sparsity_budget(out / "budget.yaml")
     assert set(budget) == set(names)
@@ -113,4 +188,49 @@ def test_cli_writes_table_plot_and_a_budget_that_hits_the_target(
     out = tmp_path / "map"
     assert prune_cli.main([*common, "--metric", "map", "--levels", "0.5", "--max-batches", "1", "--out", str(out)]) == 0
     with (out / "sensitivity.csv").open() as file:
-        assert len(list(csv.DictReader(file))) == len(names)
+        assert len(list(csv.DictReader(file))) == len(names) + 1  # and the global row
+
+
+def test_fine_tuned_global_curve_holds_the_sparsity(tmp_path: Path) -> None:
+    """``finetune_epochs=1``: one fine-tuning run per level in ``out/finetune``, its (EMA) model at the level's
+    sparsity (masks held), scored with the same measure: a row in the tables, a line in the plot."""
+    overrides = {"data.dataset.synthetic.num_train": 4, "data.dataset.synthetic.num_val": 4}
+    config = load_train_config(write_config(tmp_path, **overrides))
+    spec = {"name": "yolov3_tiny_test", "kwargs": {"num_classes": 3}}
+    save_checkpoint(tmp_path / "best.pt", Checkpoint(ModelSpec.from_dict(spec), tiny_model().state_dict()))
+    out = tmp_path / "finetuned"
+    settings = SensitivitySettings(config, tmp_path / "best.pt", out, levels=(0.3, 0.6), max_batches=1,
+                                   finetune_epochs=1, progress=False)  # fmt: skip
+    result = sensitivity_analysis(settings).result
+    label = "global, 1 epoch fine-tuned"
+    assert [curve.label for curve in result.global_curves] == ["global", label]
+    finetuned = result.global_curves[1]
+    assert [point.level for point in finetuned.points] == [0.3, 0.6]
+    assert [point.sparsity for point in finetuned.points] == pytest.approx([0.3, 0.6], abs=1e-4)
+    assert finetuned.curve() != result.global_curves[0].curve()  # the fine-tuning changed the weights
+    with (out / "sensitivity.csv").open() as file:
+        rows = [row for row in csv.DictReader(file) if row["layer"].startswith("global")]
+    assert [(row["layer"], float(row["level"])) for row in rows] == [
+        ("global", 0.3),
+        ("global", 0.6),
+        (label, 0.3),
+        (label, 0.6),
+    ]
+    assert f"| {label} |" in (out / "sensitivity.md").read_text()
+    assert (out / "sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for level in (0.3, 0.6):
+        trained = load_checkpoint(out / FINETUNE_FOLDER / f"level-{level:g}" / "last.pt")
+        assert trained.epoch == 0 and trained.ema_state is not None  # one epoch, done; the EMA scored
+        model = model_from_checkpoint(trained)  # the EMA, masks made permanent
+        assert sparsity_report(model, prunable_layers(model)).sparsity == pytest.approx(level, abs=1e-4)
+
+
+def test_cli_parses_the_fine_tuning_options(tmp_path: Path) -> None:
+    common = ["sensitivity", "--weights", "best.pt", "--cfg", "args.yaml"]
+    arguments = prune_cli.parse_args(common)
+    assert arguments.finetune_epochs == 0 and arguments.finetune_lr is None
+    arguments = prune_cli.parse_args([*common, "--finetune-epochs", "2", "--finetune-lr", "0.001"])
+    assert arguments.finetune_epochs == 2 and arguments.finetune_lr == 0.001
+    config = load_train_config(write_config(tmp_path))
+    with pytest.raises(ValueError, match=r"finetune_epochs must be >= 0 .*got -1"):
+        SensitivitySettings(config, tmp_path / "best.pt", tmp_path, finetune_epochs=-1)

@@ -434,3 +434,6 @@ def test_prune_cli_structured_saves_darknet_files_and_fine_tunes(tmp_path: Path)
     dense_flops = flops(create_model("yolov3_tiny_test", num_classes=3), (64, 64))
     assert flops(pruned, (64, 64)) <= 0.5 * dense_flops + 1e-9
     assert "| pruned |" in (out / "structured.md").read_text()
+    resolved = load_train_config(out / "finetune" / "args.yaml")  # repeats the fine-tuning, or feeds export --qat
+    assert resolved.model.name == "darknet_cfg" and resolved.model.weights is None
+    assert resolved.model.options == {"cfg": str(out / "pruned.cfg"), "weights": str(out / "pruned.weights")}

@@ -20,11 +20,18 @@ see :mod:`yolov3.export.onnx_export` for the outputs. ``--fp16`` and ``--int8`` 
 (post-training quantization); ``--int8 --qat`` instead fine-tunes the checkpoint with fake quantization on the
 training config's ``train`` split (:mod:`yolov3.compression.qat_training`) and exports the ranges and weights it
 learned (:mod:`yolov3.export.int8_qat`).
+
+A killed ``--qat`` fine-tuning resumes: run the same command with ``--resume`` (``--qat-dir`` names the run
+folder, default ``<out stem>-qat``; the settings are kept in ``<qat-dir>/qat.json`` and must be the same; a
+folder without ``last.pt`` starts afresh). It continues from the last completed epoch and exports a file equal
+to an uninterrupted run's. Ctrl-C or SIGTERM stop the fine-tuning at the next optimizer step and say how to
+resume.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -54,6 +61,7 @@ from yolov3.export.quantize import CalibrationImages, convert_to_fp16, quantize_
 from yolov3.inference.model_loading import LoadedModel, load_inference_model
 from yolov3.models import list_models
 from yolov3.train.config import load_train_config
+from yolov3.train.interrupt import InterruptHandler, TrainingInterruptedError, report_interruption
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +114,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     qat.add_argument("--keep-float", nargs="+", default=[], metavar="PATTERN",
                      help="--qat: convs left in float: first, heads, fnmatch module names (default none)")  # fmt: skip
     qat.add_argument("--qat-dir", type=Path, help="--qat: the fine-tuning run folder (default <out stem>-qat)")
+    qat.add_argument("--resume", action="store_true",
+                     help="--qat: continue the killed fine-tuning in --qat-dir (same arguments)")  # fmt: skip
     qat.add_argument("--no-progress", action="store_true", help="--qat: no progress bars")
     args = parser.parse_args(argv)
     if args.img_size is not None and len(args.img_size) not in (1, 2):
@@ -114,8 +124,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--with-nms, --fp16 and --int8 apply to --format onnx only")
     if args.qat and not (args.int8 and args.train_cfg):
         parser.error("--qat needs --int8 and --train-cfg (the training config of --weights)")
-    if not args.qat and (args.train_cfg or args.overrides or args.keep_float or args.qat_dir):
-        parser.error("--train-cfg, --set, --keep-float and --qat-dir go with --int8 --qat")
+    if not args.qat and (args.train_cfg or args.overrides or args.keep_float or args.qat_dir or args.resume):
+        parser.error("--train-cfg, --set, --keep-float, --qat-dir and --resume go with --int8 --qat")
     if args.int8 and not args.qat and not args.calibration_data:
         parser.error("--int8 needs --calibration-data (a dataset YAML or a directory of images), or --qat")
     if args.calibration_data and not (args.int8 and not args.qat):
@@ -170,21 +180,30 @@ def export_onnx_file(args: argparse.Namespace, loaded: LoadedModel) -> Path:
     return out
 
 
+def qat_dir(args: argparse.Namespace) -> Path:
+    """The QAT fine-tuning folder: ``--qat-dir``, or ``<out stem>-qat`` beside ``--out``."""
+    out = Path(args.out)
+    return Path(args.qat_dir) if args.qat_dir else out.with_name(f"{out.stem}-qat")
+
+
 def qat_int8(args: argparse.Namespace, input_size: tuple[int, int], destination: Path) -> Path:
-    """Fine-tune ``args.weights`` with fake quantization (``--train-cfg``), then write its int8 raw-heads graph."""
+    """Fine-tune ``args.weights`` with fake quantization (``--train-cfg``; continuing the run in the QAT folder
+    with ``--resume``), then write its int8 raw-heads graph. A signal raises :class:`TrainingInterruptedError`."""
     if Path(args.weights).suffix != ".pt":
         raise ExportError(f"{args.weights}: --qat fine-tunes a checkpoint of ours (.pt), got {Path(args.weights).name}")
-    out = Path(args.out)
     request = QatFineTune(
         config=load_train_config(args.train_cfg, args.overrides),
         weights=Path(args.weights),
-        run_dir=args.qat_dir or out.with_name(f"{out.stem}-qat"),
+        run_dir=qat_dir(args),
         epochs=args.qat_epochs,
         learning_rate_factor=args.qat_lr_factor,
         quantization=QatConfig(keep_float=tuple(args.keep_float)),
         progress=not args.no_progress,
+        resume=args.resume,
     )
-    result = fine_tune_qat(request)
+    logger.info("QAT run folder %s (continue a killed run with the same arguments and --resume)", request.run_dir)
+    with InterruptHandler() as interrupt:
+        result = fine_tune_qat(dataclasses.replace(request, callbacks=(interrupt,)))
     return export_qat_onnx(result.model, destination, input_size, args.dynamic_batch, args.opset)
 
 
@@ -238,6 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = [describe_size(files.cfg), describe_size(files.weights)]
         written += [] if files.names is None else [describe_size(files.names)]
     else:
-        written = [describe_size(export_onnx_file(args, loaded))]
+        try:
+            written = [describe_size(export_onnx_file(args, loaded))]
+        except TrainingInterruptedError as stop:  # --qat only
+            return report_interruption(
+                stop,
+                f"{qat_dir(args) / 'last.pt'} keeps the last completed epoch of the QAT fine-tuning; "
+                "continue with the same arguments and --resume",
+            )
     print(f"exported {loaded.source}: {', '.join(written)}")
     return 0

@@ -10,9 +10,11 @@ Examples::
     # lottery tickets: 5 rounds of 20%, rewinding to step 100 of the dense run, with the random-reinit control
     python -m yolov3.prune lottery --cfg configs/shapes.yaml --rounds 5 --rate 0.2 --rewind iteration:100 \\
         --control random_reinit
-    # per-layer sensitivity (loss proxy), and a per-layer budget for 80% overall; then prune with it
+    # per-layer and global sensitivity (loss proxy), and a per-layer budget for 80% overall; then prune with it
     python -m yolov3.prune sensitivity --weights best.pt --cfg configs/shapes.yaml --target 0.8
     python -m yolov3.prune oneshot --weights best.pt --cfg configs/shapes.yaml --budget <out>/budget.yaml
+    # sensitivity on mAP@0.5, with the global curve also after 2 epochs of fine-tuning at each level
+    python -m yolov3.prune sensitivity --weights best.pt --cfg configs/shapes.yaml --metric map --finetune-epochs 2
 
 Sparsities count the prunable convs (all but the first conv and the heads' output convs, unless ``--skip``
 says otherwise). Every command writes its tables (markdown + CSV) and TensorBoard scalars into ``--out``
@@ -37,7 +39,7 @@ from yolov3.cli.runner import command, configure_logging
 from yolov3.compression.lottery import RewindPoint, run_lottery
 from yolov3.compression.masks import DEFAULT_SKIP
 from yolov3.compression.pipelines import PruneSettings, markdown_table, prune_and_finetune
-from yolov3.compression.pipelines_sensitivity import SensitivitySettings, sensitivity_analysis
+from yolov3.compression.pipelines_sensitivity import FINETUNE_FOLDER, SensitivitySettings, sensitivity_analysis
 from yolov3.compression.pipelines_structured import StructuredSettings, structured_prune
 from yolov3.compression.schedules import PruningConfig
 from yolov3.compression.sensitivity import DEFAULT_LEVELS, load_sparsity_budget
@@ -80,7 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     lottery.add_argument("--rate", type=float, default=0.2, help="fraction of the remaining weights per round")
     lottery.add_argument("--rewind", default="init", help="init or iteration:K (default init)")
     lottery.add_argument("--control", choices=("random_reinit",), help="also train the masks from a random init")
-    sensitivity = commands.add_parser("sensitivity", help="per-layer sensitivity table, plot and budget")
+    sensitivity = commands.add_parser("sensitivity", help="per-layer and global sensitivity table, plot and budget")
     _common(sensitivity, weights=True)
     sensitivity.add_argument("--metric", choices=("loss", "map"), default="loss", help="loss proxy (fast) or mAP")
     sensitivity.add_argument("--levels", type=float, nargs="+", default=list(DEFAULT_LEVELS), metavar="FRACTION")
@@ -89,6 +91,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(mAP: absolute drop, default 0.01; loss: relative increase, default 0.05)")  # fmt: skip
     sensitivity.add_argument("--max-sparsity", type=float, default=0.95, help="cap on any layer's budget")
     sensitivity.add_argument("--max-batches", type=int, help="measure on the first N validation batches")
+    sensitivity.add_argument("--finetune-epochs", type=int, default=0, help="also measure the global curve after N "
+                             "epochs of fine-tuning at each level, masks held (default 0: not)")  # fmt: skip
+    sensitivity.add_argument("--finetune-lr", type=float, help="learning rate of that fine-tuning "
+                             "(default: the config's / 10)")  # fmt: skip
     structured = commands.add_parser("structured", help="remove whole channels: a smaller dense Darknet network")
     _common(structured, weights=True)
     structured.add_argument("--flops-target", type=float, default=0.5, help="fraction of the FLOPs kept (0.5)")
@@ -151,12 +157,13 @@ def sensitivity(args: argparse.Namespace) -> int:
         load_train_config(args.cfg, args.overrides), args.weights, args.out or args.weights.parent / "sensitivity",
         metric=args.metric, levels=tuple(args.levels), target=args.target, tolerance=args.tolerance,
         max_sparsity=args.max_sparsity, max_batches=args.max_batches, skip=tuple(args.skip),
-        progress=not args.no_progress,
+        finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr, progress=not args.no_progress,
     )  # fmt: skip
     outcome = sensitivity_analysis(settings)
     print(outcome.result.format_markdown())
     print(markdown_table(["layer", "budget"], [[name, f"{value:.4f}"] for name, value in outcome.budget.items()]))
-    print(f"written: {settings.out / 'sensitivity.md'}, sensitivity.csv, sensitivity.png, budget.yaml")
+    finetuned = f", {FINETUNE_FOLDER}/ (the fine-tuning runs)" if args.finetune_epochs > 0 else ""
+    print(f"written: {settings.out / 'sensitivity.md'}, sensitivity.csv, sensitivity.png, budget.yaml{finetuned}")
     return 0
 
 

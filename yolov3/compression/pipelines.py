@@ -12,7 +12,8 @@ continues with ``resume=True`` and the same settings (kept in ``out/prune.json``
 fine-tuning (loading, the dense and pruned evaluations, one-shot pruning) are deterministic and run again, then
 the fine-tuning continues from ``last.pt`` exactly as ``python -m yolov3.train --resume`` does, so the files
 written equal an uninterrupted run's. The shared pieces of the compression workflows live here too: the
-fine-tuning runs (:func:`finetune`) and the settings record that refuses a resume with other settings.
+fine-tuning runs (:func:`finetune`, :class:`StartFrom` to begin them from given weights and masks,
+:func:`check_model_spec`) and the settings record that refuses a resume with other settings.
 """
 
 from __future__ import annotations
@@ -25,15 +26,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from yolov3.atomic import remove_stale_temporaries, write_text_atomic
-from yolov3.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from yolov3.compression.masks import SparsityReport, finalize_pruning, prunable_layers, sparsity_report
+from yolov3.checkpoint import Checkpoint, ModelSpec, load_checkpoint, load_model_state, save_checkpoint
+from yolov3.compression.masks import (
+    SparsityReport,
+    apply_masks,
+    finalize_pruning,
+    prunable_layers,
+    sparsity_report,
+)
 from yolov3.compression.pruning_callback import GradualPruningCallback
 from yolov3.compression.schedules import PruningConfig
 from yolov3.config_loading import to_dict
 from yolov3.evaluation.validate import validate_with
 from yolov3.train.builder import build_trainer
-from yolov3.train.callbacks import TrainerCallback
+from yolov3.train.callbacks import TrainerCallback, TrainingContext
 from yolov3.train.config import TrainConfig, flatten_config
 from yolov3.train.tensorboard import TrainingBoard
 from yolov3.train.trainer import Trainer
@@ -105,6 +114,36 @@ def finetune(
         logger.info("%s: resuming fine-tuning at epoch %d of %d", run_dir, trainer.start_epoch + 1, epochs)
     trainer.fit()
     return trainer
+
+
+class StartFrom(TrainerCallback):
+    """Loads ``state`` into the trained model and its EMA at fit start, and holds pruning ``masks`` on both."""
+
+    def __init__(self, state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor] | None = None) -> None:
+        self.state, self.masks = state, masks or {}
+
+    def on_fit_start(self, context: TrainingContext) -> None:
+        if context.start_epoch > 0:
+            return  # resumed: last.pt held the model, its EMA and their masks
+        for model in (context.model, context.ema_model):
+            if model is not None:
+                model.load_state_dict(self.state)
+                if self.masks:
+                    apply_masks(model, self.masks)
+
+
+def check_model_spec(path: Path, checkpoint: Checkpoint, config: TrainConfig) -> ModelSpec:
+    """The config must build the checkpoint's model (as the trainer will, to fine-tune it); returns its spec."""
+    stored = checkpoint.model
+    if stored is None:
+        raise ValueError(f"{path}: the checkpoint names no model")
+    if stored.name != config.model.name:
+        raise ValueError(f"{path}: a {stored.name} model, but the config trains {config.model.name}")
+    num_classes = config.model.num_classes or len(checkpoint.class_names or ()) or None
+    expected = {"name": config.model.name, "kwargs": {"num_classes": num_classes, **config.model.options}}
+    if num_classes is not None and stored.to_dict() != expected:
+        raise ValueError(f"{path}: was trained as {stored.to_dict()}, but the config builds {expected}")
+    return stored
 
 
 # -- prune and fine-tune ---------------------------------------------------------------------------------------

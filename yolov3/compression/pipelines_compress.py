@@ -25,25 +25,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import torch
 from torch import nn
 
-from yolov3.checkpoint import Checkpoint, ModelSpec, load_checkpoint, model_from_checkpoint
+from yolov3.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
 from yolov3.compression.masks import (
-    apply_masks,
     finalize_pruning,
     prunable_layers,
     prune_to_sparsity,
     pruning_masks,
     sparsity_report,
 )
-from yolov3.compression.pipelines import PipelineStage, finetune, record_settings, settings_record
+from yolov3.compression.pipelines import (
+    PipelineStage,
+    StartFrom,
+    check_model_spec,
+    finetune,
+    record_settings,
+    settings_record,
+)
 from yolov3.compression.report import CompressionReport
 from yolov3.compression.sharing import WeightSharingCallback, detach_sharing, share_weights
 from yolov3.compression.storage import CompressedModel, load_compressed, round_to_float16, write_compressed
 from yolov3.evaluation.validate import validate_with
 from yolov3.train.builder import validation_data
-from yolov3.train.callbacks import TrainerCallback, TrainingContext
+from yolov3.train.callbacks import TrainerCallback
 from yolov3.train.config import TrainConfig
 from yolov3.train.distributed import resolve_device
 from yolov3.train.tensorboard import TrainingBoard
@@ -97,36 +102,6 @@ class CompressResult:
         lines = ["| stage | sparsity (pruned convs) | mAP@0.5 |", "| --- | ---: | ---: |"]
         lines += [f"| {row.stage} | {row.sparsity:.2%} | {row.map50:.4f} |" for row in self.stages]
         return "\n".join(lines)
-
-
-class StartFrom(TrainerCallback):
-    """Loads ``state`` into the trained model and its EMA at fit start, and holds pruning ``masks`` on both."""
-
-    def __init__(self, state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor] | None = None) -> None:
-        self.state, self.masks = state, masks or {}
-
-    def on_fit_start(self, context: TrainingContext) -> None:
-        if context.start_epoch > 0:
-            return  # resumed: last.pt held the model, its EMA and their masks
-        for model in (context.model, context.ema_model):
-            if model is not None:
-                model.load_state_dict(self.state)
-                if self.masks:
-                    apply_masks(model, self.masks)
-
-
-def check_model_spec(path: Path, checkpoint: Checkpoint, config: TrainConfig) -> ModelSpec:
-    """The config must build the checkpoint's model (as the trainer will, to fine-tune it); returns its spec."""
-    stored = checkpoint.model
-    if stored is None:
-        raise ValueError(f"{path}: the checkpoint names no model")
-    if stored.name != config.model.name:
-        raise ValueError(f"{path}: a {stored.name} model, but the config trains {config.model.name}")
-    num_classes = config.model.num_classes or len(checkpoint.class_names or ()) or None
-    expected = {"name": config.model.name, "kwargs": {"num_classes": num_classes, **config.model.options}}
-    if num_classes is not None and stored.to_dict() != expected:
-        raise ValueError(f"{path}: was trained as {stored.to_dict()}, but the config builds {expected}")
-    return stored
 
 
 def _sparsity(model: nn.Module) -> float:

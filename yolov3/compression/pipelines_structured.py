@@ -3,7 +3,7 @@
 :func:`structured_prune` is what ``python -m yolov3.prune structured`` runs, callable with a
 :class:`StructuredSettings`: it removes whole channels until ``flops_target`` of the FLOPs remain, saves the
 result as ``pruned.cfg`` + ``pruned.weights`` in ``out``, and (``finetune_epochs`` > 0) fine-tunes it through the
-``darknet_cfg`` model builder in ``out/finetune``, saving ``finetuned.weights``.
+``darknet_cfg`` model builder in ``out/finetune`` (with its ``args.yaml``), saving ``finetuned.weights``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from yolov3.compression.structured import flops, prune_channels
 from yolov3.models import Darknet
 from yolov3.train.builder import build_trainer
 from yolov3.train.config import TrainConfig
+from yolov3.train.distributed import resolve_device
+from yolov3.train.run_folder import prepare_run_folder
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,14 @@ class StructuredResult:
         return markdown_table(self.HEADER, self.rows)
 
 
+def finetune_config(config: TrainConfig, cfg_path: Path, weights_path: Path, epochs: int) -> TrainConfig:
+    """``config`` training the pruned ``cfg_path`` + ``weights_path`` (the ``darknet_cfg`` model) for ``epochs``:
+    the pruned weights are the start, so no pretrained file of the dense run's config is read."""
+    options = {"cfg": str(cfg_path), "weights": str(weights_path)}
+    model = dataclasses.replace(config.model, name="darknet_cfg", options=options, weights=None, backbone_weights=None)
+    return dataclasses.replace(config, model=model, train=dataclasses.replace(config.train, epochs=epochs))
+
+
 def structured_prune(settings: StructuredSettings) -> StructuredResult:
     """Prune channels, save the Darknet cfg + weights, optionally fine-tune; ``structured.md`` in ``out``."""
     config, out = settings.config, settings.out
@@ -62,15 +72,9 @@ def structured_prune(settings: StructuredSettings) -> StructuredResult:
     ]
     finetuned = None
     if settings.finetune_epochs > 0:
-        options = {"cfg": str(cfg_path), "weights": str(weights_path)}
-        config = dataclasses.replace(
-            config,
-            # the pruned weights are the start: no pretrained file of the dense run's config
-            model=dataclasses.replace(
-                config.model, name="darknet_cfg", options=options, weights=None, backbone_weights=None
-            ),
-            train=dataclasses.replace(config.train, epochs=settings.finetune_epochs),
-        )
+        config = finetune_config(config, cfg_path, weights_path, settings.finetune_epochs)
+        # its args.yaml: the fine-tuned model can be trained on (--cfg), or fine-tuned for int8 (export --qat)
+        prepare_run_folder(out / "finetune", config, resolve_device(config.device))
         trainer = build_trainer(config, out / "finetune", progress=settings.progress)
         fitted = trainer.fit()
         finetuned = out / "finetuned.weights"

@@ -77,7 +77,7 @@ from yolov3.darknet.cfg_vocabulary import (
     REFUSED_SECTIONS,
     TRAINING_ONLY,
     classify_key,
-    net_typo_of,
+    typo_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -132,6 +132,15 @@ def _parse_value(text: str, annotation: object) -> object:
         return int(text)
     if annotation is float:
         return float(text)
+    return text
+
+
+def _numeric_text(text: str, annotation: object) -> str:
+    """A number (or list of numbers) as Darknet reads it when a comment follows on its line: ``strip`` drops the
+    blanks and ``atoi`` / ``atof`` stop at the ``#`` (``filters=40 #32``, a tab before the ``#``, in AlexeyAB's
+    efficientnet-lite3.cfg is 40). A word keeps its ``#``, and so stays an error."""
+    if "#" in text and _describe(annotation) != "a word":
+        return text.split("#", 1)[0]
     return text
 
 
@@ -202,6 +211,29 @@ def parse_cfg_text(text: str, source: str = "<cfg>") -> DarknetCfg:
     return DarknetCfg(net=net, layers=sections[1:], source=source)
 
 
+@functools.cache
+def _readers() -> dict[str, tuple[str, ...]]:
+    """key -> the sections (``[kind]``) that read it, as fields here or as ignored training keys."""
+    readers: dict[str, list[str]] = {}
+    for kind in SECTION_TYPES:
+        for key in (*_cfg_fields(kind), *TRAINING_ONLY.get(kind.KIND, ())):
+            readers.setdefault(key, []).append(f"[{kind.KIND}]")
+    return {key: tuple(sorted(set(kinds))) for key, kinds in readers.items()}
+
+
+def _unread_key_reader(kind: type[Section], key: str, fields: dict[str, dataclasses.Field]) -> str | None:
+    """Why an unread ``key`` of a ``kind`` section is ignored (as Darknet ignores it), or None for a likely typo
+    of a key the section reads (an error)."""
+    others = _readers().get(key, ())
+    if others:  # e.g. [yolo] uc_normalizer, a [Gaussian_yolo] key
+        return f"read by {', '.join(others)} only"
+    if kind is NetSection and key in PJREDDIE_ONLY_NET:
+        return "read by pjreddie's Darknet only"
+    if typo_of(key, [*fields, *TRAINING_ONLY.get(kind.KIND, ())]) is not None:
+        return None
+    return "not read by Darknet either"
+
+
 def _build_section(
     kind: type[Section], line_number: int, options: dict[str, tuple[str, int]], source: str, ignored: list[str]
 ) -> Section:
@@ -217,25 +249,19 @@ def _build_section(
         if verdict is not None:
             raise CfgError(f"{_location(source, key_line, kind.KIND)} {verdict}")
         if key not in fields:
-            if kind is NetSection:  # Darknet prints "Unused field" and carries on; a likely typo stays an error
-                typo = net_typo_of(key, [*fields, *TRAINING_ONLY["net"]])
-                if typo is None:
-                    reader = (
-                        "read by pjreddie's Darknet only" if key in PJREDDIE_ONLY_NET else "not read by Darknet either"
-                    )
-                    ignored.append(f"[net] {key} (line {key_line}, {reader})")
-                    continue
-                hint = [typo]
-            else:
-                hint = difflib.get_close_matches(key, list(fields), n=1)
+            reader = _unread_key_reader(kind, key, fields)
+            if reader is not None:  # Darknet prints "Unused field" and carries on
+                ignored.append(f"[{kind.KIND}] {key} (line {key_line}, {reader})")
+                continue
+            hint = [typo_of(key, [*fields, *TRAINING_ONLY.get(kind.KIND, ())]) or ""]
             raise CfgError(
                 f"{_location(source, key_line, kind.KIND)} unknown key {key!r}"
-                + (f"; did you mean {hint[0]!r}?" if hint else "")
+                + (f"; did you mean {hint[0]!r}?" if hint[0] else "")
                 + f" Allowed keys: {', '.join(fields)}"
             )
         target = fields[key]
         try:
-            values[target.name] = _parse_value(text, hints[target.name])
+            values[target.name] = _parse_value(_numeric_text(text, hints[target.name]), hints[target.name])
         except ValueError:
             raise CfgError(
                 f"{_location(source, key_line, kind.KIND)} {key}={text!r} is not {_describe(hints[target.name])}"

@@ -8,11 +8,14 @@ AlexeyAB's fork in :mod:`yolov3.darknet.cfg_fork_sections`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 ACTIVATIONS = ("linear", "leaky", "logistic", "relu", "relu6", "elu", "selu", "gelu", "swish", "mish", "tanh")
 LEARNING_RATE_POLICIES = ("constant", "step", "exp", "poly", "steps", "sig", "random", "sgdr")
+
+logger = logging.getLogger(__name__)
 
 
 class CfgError(ValueError):
@@ -385,12 +388,20 @@ class YoloSection(Section):
     def validate(self) -> None:
         for name, low, high in LIMITS["yolo"]:
             check_range(self, name, low, high)
-        if len(self.anchors) != 2 * self.num:
+        pairs = len(self.anchors) // 2
+        if len(self.anchors) % 2 or pairs < self.num:
             raise self.error(f"anchors has {len(self.anchors)} numbers but num={self.num} needs {2 * self.num}")
         if any(value <= 0 for value in self.anchors):
             raise self.error("anchors must be positive (width,height pairs in input pixels)")
-        bad = [index for index in self.anchor_indices if not 0 <= index < self.num]
+        bad = [index for index in self.anchor_indices if not 0 <= index < pairs]
         if bad:
             raise self.error(f"mask indices {bad} out of range for num={self.num}")
+        beyond = [index for index in self.anchor_indices if index >= self.num]
+        if beyond:  # cspx-p7-mish.cfg: num=16 with 20 anchor pairs, masks up to 19
+            logger.warning(
+                "%s: mask indices %s are past num=%d: Darknet reads only the first %d anchor pairs and decodes "
+                "these from past its array (undefined); the %d pairs the line lists are used here",
+                self.where(), beyond, self.num, self.num, pairs,
+            )  # fmt: skip
         if self.iou_loss not in ("mse", "iou", "giou", "diou", "ciou"):
             raise self.error(f"iou_loss={self.iou_loss!r} is not one of mse, iou, giou, diou, ciou")

@@ -9,10 +9,12 @@ Two kinds, per section:
 
 ``EVERY_LAYER`` keys are read by ``parse_network_cfg_custom`` from every layer section.
 
-A ``[net]`` key that ``parser.c`` does not read at all is what Darknet does with it too: it prints "Unused
-field" and carries on (AlexeyAB's own ``Gaussian_yolov3_BDD.cfg`` has ``max_epochs``). Such a key is accepted
-and reported with the training keys, unless it looks like a typo of a key [net] reads (:func:`net_typo_of`),
-which stays an error with the suggestion. Unknown keys in layer sections stay errors.
+A key that ``parser.c`` does not read in its section is what Darknet does with it too: it prints "Unused
+field" and carries on (AlexeyAB's own ``Gaussian_yolov3_BDD.cfg`` has ``[net] max_epochs``, its
+``yolov4-sam-mish.cfg`` ``[yolo] uc_normalizer``, a [Gaussian_yolo] key, and ``beta1``). Such a key is accepted
+and reported with the training keys, unless it looks like a typo of a key the section reads
+(:func:`typo_of`), which stays an error with the suggestion. A key another section reads is no typo: it is
+reported as read by that section only.
 """
 
 from __future__ import annotations
@@ -69,11 +71,11 @@ TRAINING_ONLY: dict[str, frozenset[str]] = {
 # [net] keys pjreddie's parse_net_options reads and the fork does not: accepted as unread, never typos.
 PJREDDIE_ONLY_NET = frozenset(["center", "clip", "max_ratio", "min_ratio", "notruth", "random"])
 
-# An unread [net] key is a typo when difflib's ratio to a key [net] reads is at least this. Above 0.667
+# An unread key is a typo when difflib's ratio to a key its section reads is at least this. Above 0.667
 # (2 * 7 / 21, ``max_epochs`` against ``max_batches``) and below 0.75, the ratio of a letter changed in a
 # 4-letter key ((n - 1) / n for n letters): one changed, dropped or added letter in keys of 4 or more letters,
 # and two changed letters (or a swap) in keys of 7 or more, score at least 0.7.
-NET_TYPO_CUTOFF = 0.7
+TYPO_CUTOFF = 0.7
 
 # key -> (Darknet's default as written in a cfg, why it is not built here)
 NOT_IMPLEMENTED: dict[str, dict[str, tuple[str, str]]] = {
@@ -122,17 +124,16 @@ def _one_edit_apart(first: str, second: str) -> bool:
     )
 
 
-def net_typo_of(key: str, read_keys: Iterable[str]) -> str | None:
-    """The [net] key Darknet reads that ``key`` (one it does not read) is likely a typo of, or None.
+def typo_of(key: str, read_keys: Iterable[str]) -> str | None:
+    """The key of ``read_keys`` (those a section reads) that ``key`` (one it does not read) is likely a typo of,
+    or None.
 
     A typo is one edit away from a read key (any length: ``B3`` for ``B2``) or scores at least
-    :data:`NET_TYPO_CUTOFF` in difflib's ratio (``widht``, ``max_batchs``); ``max_epochs`` (0.667 to
-    ``max_batches``) and pjreddie's own keys are not typos.
+    :data:`TYPO_CUTOFF` in difflib's ratio (``widht``, ``max_batchs``); ``max_epochs`` (0.667 to
+    ``max_batches``) is not.
     """
-    if key in PJREDDIE_ONLY_NET:
-        return None
     read_keys = list(read_keys)
-    close = difflib.get_close_matches(key, read_keys, n=1, cutoff=NET_TYPO_CUTOFF)
+    close = difflib.get_close_matches(key, read_keys, n=1, cutoff=TYPO_CUTOFF)
     if close:
         return close[0]
     return next((candidate for candidate in read_keys if _one_edit_apart(key, candidate)), None)
