@@ -68,7 +68,10 @@ def test_a_net_key_that_looks_like_a_typo_stays_an_error_with_the_suggestion(opt
         parse_cfg_text(NET + option + "\n" + CONV, source="x.cfg")
 
 
-YOLO = "[convolutional]\nfilters=21\nsize=1\nactivation=linear\n[yolo]\nmask=0,1,2\nanchors=1,2,3,4,5,6\nnum=3\nclasses=2\n"
+YOLO = (
+    "[convolutional]\nfilters=21\nsize=1\nactivation=linear\n"
+    "[yolo]\nmask=0,1,2\nanchors=1,2,3,4,5,6\nnum=3\nclasses=2\n"
+)
 
 
 def test_a_layer_key_darknet_does_not_read_is_accepted_and_reported_as_darknet_does(
