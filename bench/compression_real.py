@@ -142,21 +142,27 @@ def structured(arguments: argparse.Namespace, train_cfg: Path, folder: Path) -> 
     """Channel pruning to ``--structured-flops`` of the FLOPs, fine-tuned, as Darknet .cfg + .weights; its
     fp32 ONNX (for the latency), and (``--qat-epochs``) its int8 QAT ONNX: prune, retrain, QAT, export int8,
     the path NVIDIA's TAO takes for YOLO."""
-    out = folder / "structured"
+    multiple = arguments.structured_channel_multiple
+    out = folder / f"structured-c{multiple}"
     finetuned = out / "finetuned.weights"
-    pruning = ["--flops-target", f"{arguments.structured_flops}", "--finetune-epochs", str(arguments.structured_epochs)]
+    pruning = ["--flops-target", f"{arguments.structured_flops}", "--channel-multiple", str(multiple),
+               "--finetune-epochs", str(arguments.structured_epochs)]  # fmt: skip
     run_command(["yolov3.prune", "structured", "--weights", str(arguments.checkpoint), "--cfg", str(train_cfg),
                  *pruning, "--out", str(out), "--no-progress"], finetuned)  # fmt: skip
-    label = f"structured, {arguments.structured_flops:.0%} of the FLOPs, {arguments.structured_epochs} epochs"
+    label = (
+        f"structured, {arguments.structured_flops:.0%} of the FLOPs, channels x{multiple}, "
+        f"{arguments.structured_epochs} epochs"
+    )
     artifacts = {f"{label}: .cfg + .weights (Darknet)": finetuned}
     export = ["yolov3.export", "--weights", str(out / "finetune" / "best.pt"), "--format", "onnx"]
-    run_command([*export, "--out", str(folder / "structured.onnx")], folder / "structured.onnx")
-    artifacts[f"{label}: fp32 ONNX"] = folder / "structured.onnx"
+    onnx = out / "fp32.onnx"
+    run_command([*export, "--out", str(onnx)], onnx)
+    artifacts[f"{label}: fp32 ONNX"] = onnx
     if arguments.qat_epochs > 0:
         qat = ["--int8", "--qat", "--train-cfg", str(out / "finetune" / "args.yaml"), "--qat-epochs",
-               str(arguments.qat_epochs), "--qat-dir", str(folder / "structured-qat-run"), "--no-progress"]  # fmt: skip
-        run_command([*export, "--out", str(folder / "structured_qat.onnx"), *qat], folder / "structured_qat.onnx")
-        artifacts[f"{label}: int8 QAT ONNX ({arguments.qat_epochs} epochs)"] = folder / "structured_qat.onnx"
+               str(arguments.qat_epochs), "--qat-dir", str(out / "qat-run"), "--no-progress"]  # fmt: skip
+        run_command([*export, "--out", str(out / "qat.onnx"), *qat], out / "qat.onnx")
+        artifacts[f"{label}: int8 QAT ONNX ({arguments.qat_epochs} epochs)"] = out / "qat.onnx"
     return artifacts
 
 
@@ -269,6 +275,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--centroid-epochs", type=int, default=4, help="Deep Compression: centroid epochs (4)")
     parser.add_argument("--structured-flops", type=float, help="add structured pruning to this FLOPs fraction")
     parser.add_argument("--structured-epochs", type=int, default=30, help="structured: fine-tuning epochs (30)")
+    parser.add_argument("--structured-channel-multiple", type=int, default=8, help="structured: channels kept "
+                        "per layer, a multiple of this (8)")  # fmt: skip
     parser.add_argument("--lottery-rounds", type=int, default=0, help="add the lottery-ticket rows (0: none)")
     parser.add_argument("--lottery-rate", type=float, default=0.5, help="lottery: pruned per round (0.5)")
     parser.add_argument("--lottery-epochs", type=int, default=15, help="lottery: epochs of every run (15)")

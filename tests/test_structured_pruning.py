@@ -428,9 +428,15 @@ def test_prune_cli_structured_saves_darknet_files_and_fine_tunes(tmp_path: Path)
     path = write_config(tmp_path, **{"train.epochs": 1, "train.ema": False, "model.weights": str(dense)})
     out = tmp_path / "structured"
     arguments = ["structured", "--cfg", str(path), "--weights", str(dense)]
-    assert prune_cli.main([*arguments, "--flops-target", "0.5", "--finetune-epochs", "1", "--out", str(out)]) == 0
+    options = ["--flops-target", "0.5", "--channel-multiple", "3", "--finetune-epochs", "1", "--out", str(out)]
+    assert prune_cli.main([*arguments, *options]) == 0
     pruned = Darknet(out / "pruned.cfg")
     pruned.load_darknet_weights(out / "finetuned.weights")  # strict float count: the fine-tuned cfg model
+    dense = create_model("yolov3_tiny_test", num_classes=3).to_darknet_cfg()
+    dense_widths = [section.filters for section in dense.layers if isinstance(section, ConvolutionalSection)]
+    widths = [section.filters for section in pruned.cfg.layers if isinstance(section, ConvolutionalSection)]
+    assert all(width % 3 == 0 or width == dense for width, dense in zip(widths, dense_widths, strict=True))
+    assert widths != dense_widths
     dense_flops = flops(create_model("yolov3_tiny_test", num_classes=3), (64, 64))
     assert flops(pruned, (64, 64)) <= 0.5 * dense_flops + 1e-9
     assert "| pruned |" in (out / "structured.md").read_text()

@@ -31,6 +31,7 @@ class StructuredSettings:
     out: Path
     flops_target: float = 0.5  # fraction of the FLOPs kept
     criterion: Literal["l1", "bn_gamma"] = "l1"  # channel importance
+    channel_multiple: int = 1  # each layer keeps a multiple of this many channels (8: faster CPU kernels)
     finetune_epochs: int = 0
     progress: bool = True
 
@@ -62,7 +63,12 @@ def structured_prune(settings: StructuredSettings) -> StructuredResult:
     out.mkdir(parents=True, exist_ok=True)
     model = model_from_checkpoint(load_checkpoint(settings.weights)).eval()
     size = (config.data.image_size, config.data.image_size)
-    pruned = prune_channels(model, flops_target=settings.flops_target, criterion=settings.criterion)
+    pruned = prune_channels(
+        model,
+        flops_target=settings.flops_target,
+        criterion=settings.criterion,
+        channel_multiple=settings.channel_multiple,
+    )
     cfg_path, weights_path = out / "pruned.cfg", out / "pruned.weights"
     pruned.save_darknet_cfg(cfg_path, header=f"{settings.weights} pruned to {settings.flops_target:.0%} of its FLOPs")
     pruned.save_darknet_weights(weights_path)
