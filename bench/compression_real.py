@@ -84,10 +84,11 @@ def make_artifacts(arguments: argparse.Namespace, folder: Path) -> dict[str, Pat
                  str(arguments.cfg)], folder / "ptq.onnx")  # fmt: skip
     artifacts["int8 PTQ ONNX (train-split calibration)"] = folder / "ptq.onnx"
     if arguments.qat_epochs > 0:
-        run_command([*export, "--format", "onnx", "--out", str(folder / "qat.onnx"), "--int8", "--qat",
-                     "--train-cfg", str(train_cfg), "--qat-epochs", str(arguments.qat_epochs),
-                     "--qat-dir", str(folder / "qat-run"), "--no-progress"], folder / "qat.onnx")  # fmt: skip
-        artifacts[f"int8 QAT ONNX ({arguments.qat_epochs} epochs)"] = folder / "qat.onnx"
+        quantized = folder / f"qat{arguments.qat_epochs}.onnx"
+        run_command([*export, "--format", "onnx", "--out", str(quantized), "--int8", "--qat", "--train-cfg",
+                     str(train_cfg), "--qat-epochs", str(arguments.qat_epochs), "--qat-dir",
+                     str(folder / f"qat{arguments.qat_epochs}-run"), "--no-progress"], quantized)  # fmt: skip
+        artifacts[f"int8 QAT ONNX ({arguments.qat_epochs} epochs)"] = quantized
     if arguments.deep_compression:
         artifacts |= deep_compression(arguments, train_cfg, folder)
     if arguments.structured_flops:
@@ -102,8 +103,8 @@ def lottery(arguments: argparse.Namespace, train_cfg: Path, folder: Path) -> dic
     global magnitude pruning (``--lottery-rate`` of the remaining weights), rewinding the survivors to their
     initial values (the COCO weights the run starts from) and retraining; beside each ticket, the random
     re-initialisation control with the same mask. Every run's ``best.pt`` is one row."""
-    out = folder / "lottery"
     rounds, epochs = arguments.lottery_rounds, arguments.lottery_epochs
+    out = folder / f"lottery-{rounds}x{arguments.lottery_rate}-{epochs}e"
     schedule = ["--rounds", str(rounds), "--rate", f"{arguments.lottery_rate}", "--control", "random_reinit"]
     run_command(["yolov3.prune", "lottery", "--cfg", str(train_cfg), "--set", f"train.epochs={epochs}", *schedule,
                  "--out", str(out), "--no-progress"], out / "lottery.csv")  # fmt: skip
@@ -117,23 +118,35 @@ def lottery(arguments: argparse.Namespace, train_cfg: Path, folder: Path) -> dic
 
 def deep_compression(arguments: argparse.Namespace, train_cfg: Path, folder: Path) -> dict[str, Path]:
     """Deep Compression as the issue asks: per-layer sparsities from the sensitivity sweep, gradual pruning
-    with fine-tuning (``prune iterative --budget``), then k-means sharing with centroid fine-tuning and
-    Huffman coding (``compress`` of the pruned model, no further pruning)."""
+    with fine-tuning (``prune iterative --budget``), more fine-tuning at the final sparsity (``prune oneshot`` of
+    the pruned model, which keeps its zeros), then k-means sharing with centroid fine-tuning and Huffman coding
+    (``compress`` of the pruned model, no further pruning). Folder names carry the settings, so a kept folder
+    never serves an artifact made with others."""
     common = ["--cfg", str(train_cfg), "--no-progress"]
-    dense = ["--weights", str(arguments.checkpoint), *common, "--target", f"{arguments.sparsity}"]
-    budget, pruned = folder / "sensitivity" / "budget.yaml", folder / "pruned" / "pruned.pt"
+    target = ["--target", f"{arguments.sparsity}"]
+    budget = folder / f"sensitivity-{arguments.sparsity}" / "budget.yaml"
     sweep = ["--metric", "map", "--max-sparsity", "0.97", "--out", str(budget.parent)]
-    run_command(["yolov3.prune", "sensitivity", *dense, *sweep], budget)
+    run_command(["yolov3.prune", "sensitivity", "--weights", str(arguments.checkpoint), *common, *target, *sweep],
+                budget)  # fmt: skip
+    pruned = folder / f"pruned-{arguments.sparsity}-{arguments.prune_rounds}x{arguments.prune_epochs}" / "pruned.pt"
     rounds = ["--rounds", str(arguments.prune_rounds), "--finetune-epochs", str(arguments.prune_epochs)]
-    run_command(["yolov3.prune", "iterative", *dense, "--budget", str(budget), *rounds, "--out", str(pruned.parent)],
-                pruned)  # fmt: skip
-    compressed = folder / "deep_compression.yolov3c"
-    sharing = ["--sparsity", "0", "--bits", str(arguments.bits), "--centroid-epochs", str(arguments.centroid_epochs)]
-    run_command(["yolov3.compress", "--weights", str(pruned), *common, "--out", str(compressed), *sharing,
-                 "--run-dir", str(folder / "compress-run")], compressed)  # fmt: skip
+    run_command(["yolov3.prune", "iterative", "--weights", str(arguments.checkpoint), *common, *target, "--budget",
+                 str(budget), *rounds, "--out", str(pruned.parent)], pruned)  # fmt: skip
+    if arguments.final_epochs:
+        final = pruned.parent / f"final-{arguments.final_epochs}" / "pruned.pt"
+        run_command(["yolov3.prune", "oneshot", "--weights", str(pruned), *common, *target, "--budget", str(budget),
+                     "--finetune-epochs", str(arguments.final_epochs), "--out", str(final.parent)], final)  # fmt: skip
+        pruned = final
+    sharing = f"k{2**arguments.bits}-c{arguments.centroid_epochs}"
+    compressed = pruned.parent / f"{sharing}.yolov3c"
+    options = ["--sparsity", "0", "--bits", str(arguments.bits), "--centroid-epochs", str(arguments.centroid_epochs)]
+    run_command(["yolov3.compress", "--weights", str(pruned), *common, "--out", str(compressed), *options,
+                 "--run-dir", str(pruned.parent / f"compress-{sharing}")], compressed)  # fmt: skip
+    epochs = arguments.prune_rounds * arguments.prune_epochs + arguments.final_epochs
     name = (
-        f"Deep Compression .yolov3c ({arguments.sparsity:.0%} sparse by the sweep's budget, {arguments.prune_rounds}"
-        f" x {arguments.prune_epochs} epochs; k={2**arguments.bits}, {arguments.centroid_epochs} centroid epochs)"
+        f"Deep Compression .yolov3c ({arguments.sparsity:.0%} sparse by the sweep's budget in "
+        f"{arguments.prune_rounds} rounds, {epochs} epochs; k={2**arguments.bits}, {arguments.centroid_epochs} "
+        "centroid epochs)"
     )
     return {name: compressed}
 
@@ -143,7 +156,7 @@ def structured(arguments: argparse.Namespace, train_cfg: Path, folder: Path) -> 
     fp32 ONNX (for the latency), and (``--qat-epochs``) its int8 QAT ONNX: prune, retrain, QAT, export int8,
     the path NVIDIA's TAO takes for YOLO."""
     multiple = arguments.structured_channel_multiple
-    out = folder / f"structured-c{multiple}"
+    out = folder / f"structured-{arguments.structured_flops}-c{multiple}-{arguments.structured_epochs}e"
     finetuned = out / "finetuned.weights"
     pruning = ["--flops-target", f"{arguments.structured_flops}", "--channel-multiple", str(multiple),
                "--finetune-epochs", str(arguments.structured_epochs)]  # fmt: skip
@@ -159,10 +172,11 @@ def structured(arguments: argparse.Namespace, train_cfg: Path, folder: Path) -> 
     run_command([*export, "--out", str(onnx)], onnx)
     artifacts[f"{label}: fp32 ONNX"] = onnx
     if arguments.qat_epochs > 0:
+        quantized = out / f"qat{arguments.qat_epochs}.onnx"
         qat = ["--int8", "--qat", "--train-cfg", str(out / "finetune" / "args.yaml"), "--qat-epochs",
-               str(arguments.qat_epochs), "--qat-dir", str(out / "qat-run"), "--no-progress"]  # fmt: skip
-        run_command([*export, "--out", str(out / "qat.onnx"), *qat], out / "qat.onnx")
-        artifacts[f"{label}: int8 QAT ONNX ({arguments.qat_epochs} epochs)"] = out / "qat.onnx"
+               str(arguments.qat_epochs), "--qat-dir", f"{quantized.with_suffix('')}-run", "--no-progress"]  # fmt: skip
+        run_command([*export, "--out", str(quantized), *qat], quantized)
+        artifacts[f"{label}: int8 QAT ONNX ({arguments.qat_epochs} epochs)"] = quantized
     return artifacts
 
 
@@ -271,6 +285,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sparsity", type=float, default=0.92, help="Deep Compression: overall sparsity (0.92)")
     parser.add_argument("--prune-rounds", type=int, default=4, help="Deep Compression: pruning rounds (4)")
     parser.add_argument("--prune-epochs", type=int, default=5, help="Deep Compression: epochs per round (5)")
+    parser.add_argument("--final-epochs", type=int, default=8, help="Deep Compression: epochs at the final "
+                        "sparsity (8)")  # fmt: skip
     parser.add_argument("--bits", type=int, default=4, help="Deep Compression: bits per shared weight (4)")
     parser.add_argument("--centroid-epochs", type=int, default=4, help="Deep Compression: centroid epochs (4)")
     parser.add_argument("--structured-flops", type=float, help="add structured pruning to this FLOPs fraction")
