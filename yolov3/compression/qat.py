@@ -109,9 +109,12 @@ def quantization_qconfig() -> QConfig:
 
 
 def float_module_names(model: nn.Module, keep_float: Sequence[str]) -> list[str]:
-    """Modules that stay in float: Darknet max pools with -inf padding, and the convs ``keep_float`` names
-    (as their :class:`~yolov3.models.layers.ConvBNAct` block when they have one: conv, batch norm, activation)."""
-    names = [name for name, module in model.named_modules() if isinstance(module, DarknetMaxPool) and module.padding]
+    """Modules that stay in float: Darknet max pools that pad with -inf cells (those max_pool2d pads by itself
+    are quantized), and the convs ``keep_float`` names (as their :class:`~yolov3.models.layers.ConvBNAct`
+    block when they have one: conv, batch norm, activation)."""
+    names = [
+        name for name, module in model.named_modules() if isinstance(module, DarknetMaxPool) and module.pads_with_a_copy
+    ]
     if not keep_float:
         return names
     convs = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]

@@ -148,12 +148,18 @@ class DarknetMaxPool(nn.Module):
         self.size, self.stride = size, stride
         self.padding = size - 1 if padding is None else padding
 
+    @property
+    def pads_with_a_copy(self) -> bool:
+        """True where ``forward`` pads the input with -inf cells (a copy, and a value int8 cannot hold); False
+        where max_pool2d pads by itself: symmetric padding, or one more cell on the right / bottom at stride 2,
+        which is ceil mode (floor((n + 1) / 2) == ceil(n / 2) output cells, and the last window starts inside
+        the input, so no window is dropped)."""
+        before, after = self.padding // 2, self.padding - self.padding // 2
+        return not (before <= self.size // 2 and (after == before or (after == before + 1 and self.stride == 2)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         before, after = self.padding // 2, self.padding - self.padding // 2
-        if before <= self.size // 2 and (after == before or (after == before + 1 and self.stride == 2)):
-            # max_pool2d pads with -inf itself (no copy, no Pad node in exported graphs). One more cell on the
-            # right / bottom at stride 2 is ceil mode: floor((n + 1) / 2) == ceil(n / 2) output cells, and the
-            # last window starts inside the input, so no window is dropped.
+        if not self.pads_with_a_copy:  # no copy, no Pad node in exported graphs
             return F.max_pool2d(x, self.size, self.stride, padding=before, ceil_mode=after > before)
         x = F.pad(x, (before, after, before, after), value=float("-inf"))  # e.g. tiny's 2x2 stride-1 pool
         return F.max_pool2d(x, self.size, self.stride)
