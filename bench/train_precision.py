@@ -73,6 +73,7 @@ from yolov3.loss import YoloLoss
 from yolov3.models import create_model
 from yolov3.train.config import load_train_config
 from yolov3.train.ema import build_ema
+from yolov3.train.memory_format import to_channels_last
 from yolov3.train.optimizer import OptimizerConfig, build_optimizer
 from yolov3.train.step import StepRunner
 
@@ -288,12 +289,10 @@ def our_step(name: str, variant: Variant, images: torch.Tensor, targets: torch.T
     torch.manual_seed(0)
     model = create_model(MODELS[name][0]).train()
     if variant.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # as the trainer does; batches follow in StepRunner
+        to_channels_last(model)  # as the trainer does; the batch follows from the first NHWC convolution
     optimizer = build_optimizer(model, OptimizerConfig(name="sgd", learning_rate=1e-4))
     network = torch.compile(model) if variant.compile else model
-    runner = StepRunner(
-        network, YoloLoss(model.head_specs), optimizer, amp=variant.amp, channels_last=variant.channels_last
-    )
+    runner = StepRunner(network, YoloLoss(model.head_specs), optimizer, amp=variant.amp)
     dropped = 0
 
     def step() -> None:
@@ -473,7 +472,7 @@ def loader_measurements(arguments: argparse.Namespace) -> dict:
     amp = resolve_amp(config.train.amp, "cpu")
     model = create_model(config.model.name, num_classes=len(dataset.class_names), **config.model.options).train()
     if config.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     runner = StepRunner(
         model,
         YoloLoss(model.head_specs, config.loss),
@@ -481,7 +480,6 @@ def loader_measurements(arguments: argparse.Namespace) -> dict:
         amp=amp.mode,
         grad_clip_norm=config.train.grad_clip_norm,
         ema=build_ema(model, config.train.ema_decay) if config.train.ema else None,
-        channels_last=config.train.channels_last,
     )
     batches = endless(loader)
     prefetched = 2 * data.workers  # prefetch_factor 2 per worker: batches that were ready before the clock started

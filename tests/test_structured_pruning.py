@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_train import random_batch, write_config
@@ -443,3 +444,63 @@ def test_prune_cli_structured_saves_darknet_files_and_fine_tunes(tmp_path: Path)
     resolved = load_train_config(out / "finetune" / "args.yaml")  # repeats the fine-tuning, or feeds export --qat
     assert resolved.model.name == "darknet_cfg" and resolved.model.weights is None
     assert resolved.model.options == {"cfg": str(out / "pruned.cfg"), "weights": str(out / "pruned.weights")}
+
+
+@pytest.mark.slow
+def test_prune_cli_structured_slims_prunes_by_gamma_and_resumes_after_kills(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from yolov3.cli import prune as prune_cli
+    from yolov3.train.trainer import Trainer
+
+    path = write_config(tmp_path, **{"train.epochs": 1, "train.ema": False})
+    build_trainer(load_train_config(path), tmp_path / "dense", progress=False).fit()
+    dense = tmp_path / "dense" / "best.pt"
+
+    def structured(out: Path, *extra: str, strength: str = "2") -> int:
+        return prune_cli.main(["structured", "--cfg", str(path), "--weights", str(dense), "--flops-target", "0.5",
+                               "--slimming-epochs", "2", "--slimming-strength", strength, "--finetune-epochs", "2",
+                               "--no-progress", "--out", str(out), *extra])  # fmt: skip
+
+    straight = tmp_path / "straight"
+    assert structured(straight) == 0
+
+    # The penalty shrank the prunable scales; the pruned file is the slimmed model pruned by |gamma|.
+    slimmed = model_from_checkpoint(load_checkpoint(straight / "slimming" / "last.pt")).eval()
+    before = model_from_checkpoint(load_checkpoint(dense)).eval()
+    mean_gamma = [float(torch.cat([g.detach().abs() for g in slimming_scales(m)]).mean()) for m in (before, slimmed)]
+    assert mean_gamma[1] < 0.97 * mean_gamma[0]  # 8 SGD steps at lr <= 0.01 (cosine) of strength 2
+    by_gamma = prune_channels(slimmed, flops_target=0.5, criterion="bn_gamma")
+    by_gamma.save_darknet_weights(tmp_path / "by_gamma.weights")
+    assert (straight / "pruned.weights").read_bytes() == (tmp_path / "by_gamma.weights").read_bytes()
+    assert "| dense, slimmed |" in (straight / "structured.md").read_text()
+
+    # Killed in the slimming's second epoch, then in the fine-tuning's second: each --resume continues.
+    original, calls = Trainer._train_epoch, {"count": 0, "kill_at": 2}
+
+    class KilledError(Exception):
+        pass
+
+    def killed(self, epoch):
+        calls["count"] += 1
+        if calls["count"] == calls["kill_at"]:
+            raise KilledError
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", killed)
+    resumed = tmp_path / "resumed"
+    with pytest.raises(KilledError):
+        structured(resumed)
+    calls.update(count=0, kill_at=3)  # slimming epoch 2, fine-tuning epoch 1, killed in fine-tuning epoch 2
+    with pytest.raises(KilledError):
+        structured(resumed, "--resume")
+    assert (resumed / "finetune" / "last.pt").is_file()
+    calls.update(count=0, kill_at=0)
+    assert structured(resumed, "--resume") == 0
+    assert calls["count"] == 1  # only the fine-tuning's second epoch ran
+    assert (resumed / "pruned.weights").read_bytes() == (straight / "pruned.weights").read_bytes()
+    finetuned = [np.fromfile(folder / "finetuned.weights", dtype=np.float32) for folder in (straight, resumed)]
+    np.testing.assert_allclose(finetuned[1], finetuned[0], rtol=0, atol=1e-6)
+
+    assert structured(resumed, "--resume", strength="1") != 0
+    assert "slimming_strength: 2.0, now 1.0); resume with the same ones" in capsys.readouterr().err

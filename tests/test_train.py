@@ -22,6 +22,7 @@ from yolov3.loss.yolo_loss import LossOutput, YoloLoss
 from yolov3.models import create_model
 from yolov3.train.builder import build_trainer
 from yolov3.train.config import load_train_config
+from yolov3.train.memory_format import to_channels_last
 from yolov3.train.optimizer import OptimizerConfig, build_optimizer
 from yolov3.train.step import StepRunner
 from yolov3.train.trainer import Trainer
@@ -119,11 +120,9 @@ def test_nan_loss_drops_the_step_and_keeps_weights(
     torch.manual_seed(0)
     model = create_model("yolov3_tiny_test", num_classes=3)
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     optimizer = build_optimizer(model, OptimizerConfig(name="sgd", learning_rate=0.05))
-    runner = StepRunner(
-        model, NanOnSecondCall(model.head_specs), optimizer, accumulate=2, amp=amp, channels_last=channels_last
-    )
+    runner = StepRunner(model, NanOnSecondCall(model.head_specs), optimizer, accumulate=2, amp=amp)
     images, targets = random_batch(4, torch.Generator().manual_seed(2))
     runner.micro_step(images[:2], targets[targets[:, 0] < 2])
     before = copy.deepcopy(model.state_dict())  # weights and batch-norm statistics
@@ -138,6 +137,16 @@ def test_nan_loss_drops_the_step_and_keeps_weights(
     runner.micro_step(images[:2], targets[targets[:, 0] < 2])
     result = runner.micro_step(images[2:], targets[targets[:, 0] >= 2] - torch.tensor([2.0, 0, 0, 0, 0, 0]))
     assert result.stepped and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_trainer_logs_the_convolutions_kept_nchw(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = load_train_config(write_config(tmp_path, **{"train.epochs": 1, "train.channels_last": True}))
+    with caplog.at_level(logging.INFO, logger="yolov3.train.trainer"):
+        trainer = build_trainer(config, tmp_path / "run", progress=False)
+    convolutions = [(name, m) for name, m in trainer.model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    narrow = [name for name, module in convolutions if module.out_channels < 16]
+    assert trainer.nchw_layers == narrow and narrow
+    assert f"convolution(s) under 16 channels stay NCHW: {', '.join(narrow)}" in caplog.text
 
 
 @pytest.mark.slow

@@ -98,10 +98,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     structured = commands.add_parser("structured", help="remove whole channels: a smaller dense Darknet network")
     _common(structured, weights=True)
     structured.add_argument("--flops-target", type=float, default=0.5, help="fraction of the FLOPs kept (0.5)")
-    structured.add_argument("--criterion", choices=("l1", "bn_gamma"), default="l1", help="channel importance")
+    structured.add_argument("--criterion", choices=("l1", "bn_gamma"), help="channel importance "
+                            "(default: bn_gamma after --slimming-epochs, else l1)")  # fmt: skip
     structured.add_argument("--channel-multiple", type=int, default=1, help="keep a multiple of this many "
                             "channels per layer (8: faster kernels on CPUs; default 1)")  # fmt: skip
     structured.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the pruned cfg model")
+    structured.add_argument("--slimming-epochs", type=int, default=0, help="first train the dense model N epochs "
+                            "under network slimming's L1 penalty on the BN scales (default 0: not)")  # fmt: skip
+    structured.add_argument("--slimming-strength", type=float, default=1e-3, help="that penalty's weight (1e-3)")
+    structured.add_argument("--resume", action="store_true", help="continue the killed run in --out (same arguments)")
     arguments = parser.parse_args(argv)
     if getattr(arguments, "resume", False) and arguments.out is None:
         parser.error("--resume needs --out: the folder of the run to continue")
@@ -174,11 +179,15 @@ def structured(args: argparse.Namespace) -> int:
     config = load_train_config(args.cfg, args.overrides)
     settings = StructuredSettings(
         config, args.weights, output_dir(args, config), flops_target=args.flops_target, criterion=args.criterion,
-        channel_multiple=args.channel_multiple, finetune_epochs=args.finetune_epochs, progress=not args.no_progress,
+        channel_multiple=args.channel_multiple, finetune_epochs=args.finetune_epochs,
+        slimming_epochs=args.slimming_epochs, slimming_strength=args.slimming_strength,
+        progress=not args.no_progress, resume=args.resume,
     )  # fmt: skip
     result = structured_prune(settings)
     print(result.format_markdown())
-    print(f"written: {result.cfg_path}, {result.weights_path}" + (", finetune/" if args.finetune_epochs > 0 else ""))
+    trainings = (("slimming/", args.slimming_epochs), ("finetune/", args.finetune_epochs))
+    runs = [folder for folder, epochs in trainings if epochs > 0]
+    print(f"written: {', '.join(map(str, [result.cfg_path, result.weights_path, *runs]))}")
     return 0
 
 

@@ -55,9 +55,11 @@ class LoopConfig:
 
     ``amp: auto`` picks the fastest mixed precision the device computes natively (``yolov3.hardware``): bf16
     autocast on CPUs with AVX512-BF16 or AMX, fp16 with a gradient scaler on CUDA (bf16 where the GPU has
-    it), fp32 (``none``) elsewhere; the loss is always computed in fp32. ``channels_last`` keeps the model and
-    every batch in NHWC memory order, which oneDNN's and cuDNN's convolutions run faster (bench/
-    train_throughput.py: 0.85x of the NCHW bf16 step time for yolov3-tiny on a 2-core AVX512-BF16 CPU).
+    it), fp32 (``none``) elsewhere; the loss is always computed in fp32. ``channels_last`` puts the
+    convolutions of 16 channels or more in NHWC memory order, which oneDNN's and cuDNN's convolutions run
+    faster (bench/train_precision.py: yolov3-tiny's bf16 step 0.38x of fp32 NCHW against 0.52x in NCHW, on a
+    2-core AVX512-BF16 CPU); narrower ones stay NCHW, where PyTorch's batch-norm backward is 4-7x slower in
+    NHWC (``yolov3.train.memory_format``).
     """
 
     epochs: int = 100

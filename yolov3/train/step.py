@@ -50,7 +50,6 @@ class StepRunner:
         grad_clip_norm: float | None = None,
         ema: AveragedModel | None = None,
         device: torch.device | str = "cpu",
-        channels_last: bool = False,
     ) -> None:
         self.model, self.criterion, self.optimizer, self.scheduler = model, criterion, optimizer, scheduler
         self.accumulate, self.grad_clip_norm, self.ema = accumulate, grad_clip_norm, ema
@@ -58,7 +57,6 @@ class StepRunner:
         if amp not in AMP_DTYPES:
             raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)} (resolve 'auto' first), got {amp!r}")
         self.amp_dtype = AMP_DTYPES[amp]
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         self.pending = 0  # micro-batches accumulated since the last optimizer step
         self.optimizer_steps = 0
@@ -68,7 +66,6 @@ class StepRunner:
     def micro_step(self, images: torch.Tensor, targets: torch.Tensor, where: str = "", last: bool = False) -> MicroStep:
         """Forward and backward one micro-batch; step after ``accumulate`` of them or when ``last``."""
         input_size = (images.shape[2], images.shape[3])
-        images = images.contiguous(memory_format=self.memory_format)
         closes_window = last or self.pending + 1 >= self.accumulate
         buffers = [buffer.detach().clone() for buffer in self.model.buffers()]  # BN statistics, restored on NaN
         model = self.model

@@ -46,6 +46,7 @@ from yolov3.train.callbacks import TrainerCallback, TrainingContext
 from yolov3.train.config import TrainConfig
 from yolov3.train.distributed import DistributedContext, init_distributed
 from yolov3.train.ema import build_ema
+from yolov3.train.memory_format import MIN_CHANNELS, to_channels_last
 from yolov3.train.optimizer import build_optimizer
 from yolov3.train.schedule import build_scheduler
 from yolov3.train.step import StepRunner
@@ -118,9 +119,8 @@ class Trainer:
     def _prepare_model(self, model: nn.Module) -> None:
         loop = self.config.train
         model.to(self.device)
-        if loop.channels_last:
-            # NHWC weights; batches follow in StepRunner. torch's stubs lack Module.to's memory_format.
-            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        # NHWC weights, but not the narrow stem's; the batches follow from the first NHWC convolution on.
+        self.nchw_layers = to_channels_last(model) if loop.channels_last else []
         if loop.sync_batchnorm and self.distributed.is_distributed:
             if self.device.type != "cuda":
                 raise ValueError("train.sync_batchnorm needs CUDA devices (SyncBatchNorm has no CPU implementation)")
@@ -145,13 +145,21 @@ class Trainer:
         if self.distributed.is_main:
             logger.info(
                 "precision: train.amp %s -> %s (%s); channels_last %s",
-                loop.amp, self.amp.mode, self.amp.reason, "on" if loop.channels_last else "off",
+                loop.amp, self.amp.mode, self.amp.reason, self._layout_description(),
             )  # fmt: skip
         self.runner = StepRunner(
             self._network, self.criterion, self.optimizer, self.scheduler,
             accumulate=loop.accumulate, amp=self.amp.mode, grad_clip_norm=loop.grad_clip_norm, ema=self.ema,
-            device=self.device, channels_last=loop.channels_last,
+            device=self.device,
         )  # fmt: skip
+
+    def _layout_description(self) -> str:
+        if not self.config.train.channels_last:
+            return "off"
+        if not self.nchw_layers:
+            return "on"
+        return (f"on ({len(self.nchw_layers)} convolution(s) under {MIN_CHANNELS} channels stay NCHW: "
+                f"{', '.join(self.nchw_layers)})")  # fmt: skip
 
     @property
     def eval_model(self) -> nn.Module:
