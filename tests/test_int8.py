@@ -76,14 +76,21 @@ def output_scales(path: Path) -> list[float]:
 
 
 def int8_weights(path: Path) -> list[np.ndarray]:
-    """The int8 tensors that ``DequantizeLinear`` nodes dequantize (not their zero points)."""
+    """The int8 tensors that ``DequantizeLinear`` nodes dequantize (not their zero points), without the zero
+    input channel the export adds to the stem's (yolov3.export.image_channel_padding)."""
     graph = onnx.load(str(path)).graph
     dequantized = {node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
-    return [
-        numpy_helper.to_array(item)
-        for item in graph.initializer
-        if item.data_type == onnx.TensorProto.INT8 and item.name in dequantized
-    ]
+    producers = {output: node for node in graph.node for output in node.output}
+    stem = producers[next(node for node in graph.node if node.op_type == "Conv").input[1]].input[0]
+    weights = []
+    for item in graph.initializer:
+        if item.data_type == onnx.TensorProto.INT8 and item.name in dequantized:
+            values = numpy_helper.to_array(item)
+            if item.name == stem:
+                assert values.shape[1] == 4 and not values[:, 3].any()  # RGB + the padding
+                values = values[:, :3]
+            weights.append(values)
+    return weights
 
 
 # ---------------------------------------------------------------------------------------------------------------
