@@ -291,8 +291,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--centroid-epochs", type=int, default=4, help="Deep Compression: centroid epochs (4)")
     parser.add_argument("--structured-flops", type=float, help="add structured pruning to this FLOPs fraction")
     parser.add_argument("--structured-epochs", type=int, default=30, help="structured: fine-tuning epochs (30)")
-    parser.add_argument("--structured-channel-multiple", type=int, default=8, help="structured: channels kept "
-                        "per layer, a multiple of this (8)")  # fmt: skip
+    parser.add_argument("--structured-channel-multiple", type=int, default=16, help="structured: channels kept "
+                        "per layer, a multiple of this (16: onnxruntime's blocked fp32 layout)")  # fmt: skip
     parser.add_argument("--lottery-rounds", type=int, default=0, help="add the lottery-ticket rows (0: none)")
     parser.add_argument("--lottery-rate", type=float, default=0.5, help="lottery: pruned per round (0.5)")
     parser.add_argument("--lottery-epochs", type=int, default=15, help="lottery: epochs of every run (15)")

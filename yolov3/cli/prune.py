@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     structured.add_argument("--criterion", choices=("l1", "bn_gamma"), help="channel importance "
                             "(default: bn_gamma after --slimming-epochs, else l1)")  # fmt: skip
     structured.add_argument("--channel-multiple", type=int, default=1, help="keep a multiple of this many "
-                            "channels per layer (8: faster kernels on CPUs; default 1)")  # fmt: skip
+                            "channels per layer (16: onnxruntime's AVX-512 blocked layout; default 1)")  # fmt: skip
     structured.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the pruned cfg model")
     structured.add_argument("--slimming-epochs", type=int, default=0, help="first train the dense model N epochs "
                             "under network slimming's L1 penalty on the BN scales (default 0: not)")  # fmt: skip
