@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -91,8 +92,8 @@ def make_artifacts(arguments: argparse.Namespace, folder: Path) -> dict[str, Pat
         artifacts[f"int8 QAT ONNX ({arguments.qat_epochs} epochs)"] = quantized
     if arguments.deep_compression:
         artifacts |= deep_compression(arguments, train_cfg, folder)
-    if arguments.structured_flops:
-        artifacts |= structured(arguments, train_cfg, folder)
+    for fraction in arguments.structured_flops or ():
+        artifacts |= structured(arguments, fraction, train_cfg, folder)
     if arguments.lottery_rounds:
         artifacts |= lottery(arguments, train_cfg, folder)
     return artifacts
@@ -151,21 +152,18 @@ def deep_compression(arguments: argparse.Namespace, train_cfg: Path, folder: Pat
     return {name: compressed}
 
 
-def structured(arguments: argparse.Namespace, train_cfg: Path, folder: Path) -> dict[str, Path]:
-    """Channel pruning to ``--structured-flops`` of the FLOPs, fine-tuned, as Darknet .cfg + .weights; its
-    fp32 ONNX (for the latency), and (``--qat-epochs``) its int8 QAT ONNX: prune, retrain, QAT, export int8,
-    the path NVIDIA's TAO takes for YOLO."""
+def structured(arguments: argparse.Namespace, fraction: float, train_cfg: Path, folder: Path) -> dict[str, Path]:
+    """Channel pruning to ``fraction`` of the FLOPs (one of ``--structured-flops``), fine-tuned, as Darknet
+    .cfg + .weights; its fp32 ONNX (for the latency), and (``--qat-epochs``) its int8 QAT ONNX: prune, retrain,
+    QAT, export int8, the path NVIDIA's TAO takes for YOLO."""
     multiple = arguments.structured_channel_multiple
-    out = folder / f"structured-{arguments.structured_flops}-c{multiple}-{arguments.structured_epochs}e"
+    out = folder / f"structured-{fraction}-c{multiple}-{arguments.structured_epochs}e"
     finetuned = out / "finetuned.weights"
-    pruning = ["--flops-target", f"{arguments.structured_flops}", "--channel-multiple", str(multiple),
+    pruning = ["--flops-target", f"{fraction}", "--channel-multiple", str(multiple),
                "--finetune-epochs", str(arguments.structured_epochs)]  # fmt: skip
     run_command(["yolov3.prune", "structured", "--weights", str(arguments.checkpoint), "--cfg", str(train_cfg),
                  *pruning, "--out", str(out), "--no-progress"], finetuned)  # fmt: skip
-    label = (
-        f"structured, {arguments.structured_flops:.0%} of the FLOPs, channels x{multiple}, "
-        f"{arguments.structured_epochs} epochs"
-    )
+    label = f"structured, {fraction:.0%} of the FLOPs, channels x{multiple}, {arguments.structured_epochs} epochs"
     artifacts = {f"{label}: .cfg + .weights (Darknet)": finetuned}
     export = ["yolov3.export", "--weights", str(out / "finetune" / "best.pt"), "--format", "onnx"]
     onnx = out / "fp32.onnx"
@@ -271,7 +269,39 @@ def render(results: dict[str, Any]) -> str:
             f"{100 * (row['map50'] - dense['map50']):+.1f} | {row['map']:.3f} | {row['backend']} | {shown[0]} | "
             f"{speedup} | {shown[1]} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *lottery_summary(rows, dense)]) + "\n"
+
+
+def lottery_summary(rows: list[dict[str, Any]], dense: dict[str, Any]) -> list[str]:
+    """The lottery acceptance line: the sparsest ticket within 1 point of mAP@0.5, against the dense model of
+    the table and against the lottery's own dense run (same epochs), and the random re-init control there."""
+    tickets = {}
+    for row in rows:
+        found = re.fullmatch(r"lottery: ticket, round (\d+) \(([\d.]+)% sparse\)", row["variant"])
+        if found:
+            tickets[int(found.group(1))] = (float(found.group(2)), row["map50"])
+    control_pattern = r"lottery: random re-init control, round (\d+)"
+    controls = {int(found.group(1)): row["map50"] for row in rows
+                if (found := re.fullmatch(control_pattern, row["variant"]))}  # fmt: skip
+    own = next((row for row in rows if row["variant"].startswith("lottery: dense")), None)
+    if not tickets or own is None:
+        return []
+    lines = ["", "Lottery ticket, the sparsest within 1 point of mAP@0.5:"]
+    for label, reference in (("the dense model of this table", dense), ("the lottery's own dense run", own)):
+        within = [(sparsity, value, round_) for round_, (sparsity, value) in tickets.items()
+                  if value >= reference["map50"] - 0.01]  # fmt: skip
+        if not within:
+            best = max(tickets.values(), key=lambda ticket: ticket[1])
+            lines.append(f"- of {label} ({reference['map50']:.3f}): none (the best ticket: {best[0]:.1f}% sparse, "
+                         f"{best[1]:.3f})")  # fmt: skip
+            continue
+        sparsity, value, round_ = max(within)
+        control = controls.get(round_)
+        lines.append(
+            f"- of {label} ({reference['map50']:.3f}): **{sparsity:.1f}% sparse** ({value:.3f}); the random re-init "
+            "control at that sparsity: " + (f"{control:.3f}" if control is not None else "not run")
+        )
+    return lines
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -289,7 +319,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         "sparsity (8)")  # fmt: skip
     parser.add_argument("--bits", type=int, default=4, help="Deep Compression: bits per shared weight (4)")
     parser.add_argument("--centroid-epochs", type=int, default=4, help="Deep Compression: centroid epochs (4)")
-    parser.add_argument("--structured-flops", type=float, help="add structured pruning to this FLOPs fraction")
+    parser.add_argument("--structured-flops", type=float, nargs="+", metavar="FRACTION",
+                        help="add structured pruning to each of these fractions of the FLOPs")  # fmt: skip
     parser.add_argument("--structured-epochs", type=int, default=30, help="structured: fine-tuning epochs (30)")
     parser.add_argument("--structured-channel-multiple", type=int, default=16, help="structured: channels kept "
                         "per layer, a multiple of this (16: onnxruntime's blocked fp32 layout)")  # fmt: skip

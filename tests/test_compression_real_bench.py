@@ -51,6 +51,27 @@ def test_render_gives_ratios_to_the_fp32_weights_and_the_fp32_onnx_time() -> Non
     assert "`python bench/compression_real.py --checkpoint best.pt`" in table
 
 
+def test_the_lottery_line_names_the_sparsest_ticket_within_one_point_and_its_control() -> None:
+    lottery = [
+        row("lottery: dense (15 epochs from the COCO weights)", 1, 0.889, None, None),
+        row("lottery: ticket, round 1 (50.0% sparse)", 1, 0.882, None, None),  # -0.7 of the lottery's dense
+        row("lottery: random re-init control, round 1", 1, 0.845, None, None),
+        row("lottery: ticket, round 2 (75.0% sparse)", 1, 0.869, None, None),  # -2.0
+        row("lottery: random re-init control, round 2", 1, 0.824, None, None),
+        row("lottery: ticket, round 3 (87.5% sparse)", 1, 0.880, None, None),  # -0.9, but not of the table's dense
+    ]
+    table = compression_real.render(results([row("fp32 ONNX", 35_000_000, 0.901, 40.0, 25.0),
+                                             row("fp32 .weights (Darknet)", 34_800_000, 0.901, None, None),
+                                             *lottery]))  # fmt: skip
+    assert "- of the dense model of this table (0.901): none (the best ticket: 50.0% sparse, 0.882)" in table
+    # The sparsest within the point wins, even after a round that fell out of it; round 3 ran no control.
+    assert "- of the lottery's own dense run (0.889): **87.5% sparse** (0.880); the random re-init control at " \
+           "that sparsity: not run" in table  # fmt: skip
+    no_lottery = compression_real.render(results([row("fp32 ONNX", 1, 0.9, 1.0, 1.0),
+                                                  row("fp32 .weights (Darknet)", 1, 0.9, None, None)]))  # fmt: skip
+    assert "Lottery ticket" not in no_lottery
+
+
 def test_a_kept_artifact_is_not_made_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ran: list[list[str]] = []
 

@@ -2,10 +2,10 @@
 
 onnxruntime's x86 integer convolution (MLAS, uint8 activations x int8 weights) is fastest when the input
 channels come in groups of four, as AVX512-VNNI's ``vpdpbusd`` multiplies and adds four byte pairs at a time.
-An RGB image has three. Measured on this project's 2-core Xeon (AVX512-VNNI, onnxruntime 1.32, 1 thread), the
-int8 stem of yolov3-tiny at 416x416 (3 -> 16 channels) takes 5.4 ms; with its input padded to 4 channels
-2.5-3.0 ms, to 8 channels 3.4 ms, to 16 channels 4.1 ms. The fp32 convolution of the same layer takes 2.6 ms,
-so without the padding the int8 stem is slower than the float one.
+An RGB image has three. Measured on this project's 2-core Xeon (AVX512-VNNI, onnxruntime 1.32, 1 thread, an
+idle machine), the int8 stem of yolov3-tiny at 416x416 (3 -> 16 channels) takes 6.2 ms; with its input padded
+to 4 channels 3.9 ms, to 8 channels 4.2 ms, to 16 channels 4.8 ms. The fp32 convolution of the same layer takes
+2.4-2.8 ms: the padding halves the int8 stem's handicap; it does not remove it.
 
 :func:`pad_image_channels` rewrites a QDQ graph: the float image gets a zero channel (``Pad``) before its
 ``QuantizeLinear``, and each convolution that reads it gets a zero input channel in its int8 weights. Every
