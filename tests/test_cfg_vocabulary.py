@@ -7,12 +7,23 @@ import logging
 import pytest
 import torch
 
-from yolov3.darknet.cfg import CfgError, parse_cfg_text
+from yolov3.darknet.cfg import CfgError, DarknetCfg, parse_cfg_text
 from yolov3.darknet.cfg_vocabulary import NOT_IMPLEMENTED, REFUSED_SECTIONS
 from yolov3.models.darknet import Darknet
 
 NET = "[net]\nwidth=32\nheight=32\nchannels=3\n"
 CONV = "[convolutional]\nfilters=4\nsize=3\npad=1\nactivation=leaky\n"
+
+
+def parse_with_one_warning(text: str, source: str, caplog: pytest.LogCaptureFixture, *fragments: str) -> DarknetCfg:
+    """Parse ``text``; exactly one warning is logged, and it contains every one of ``fragments``."""
+    with caplog.at_level(logging.WARNING, logger="yolov3.darknet.cfg"):
+        cfg = parse_cfg_text(text, source=source)
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1
+    for fragment in fragments:
+        assert fragment in warnings[0]
+    return cfg
 
 
 def test_training_only_keys_are_accepted_and_reported_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -23,12 +34,10 @@ def test_training_only_keys_are_accepted_and_reported_once(caplog: pytest.LogCap
         + "[convolutional]\nfilters=21\nsize=1\nactivation=linear\n"
         + "[yolo]\nmask=0,1,2\nanchors=1,2,3,4,5,6\nnum=3\nclasses=2\nobjectness_smooth=1\n"
     )
-    with caplog.at_level(logging.WARNING, logger="yolov3.darknet.cfg"):
-        cfg = parse_cfg_text(text, source="fork.cfg")
-    warnings = [record.getMessage() for record in caplog.records]
-    assert len(warnings) == 1
-    for fragment in ("fork.cfg", "ema_alpha (line 5)", "sgdr_cycle", "stopbackward", "objectness_smooth", "batch"):
-        assert fragment in warnings[0]
+    cfg = parse_with_one_warning(
+        text, "fork.cfg", caplog, "fork.cfg", "ema_alpha (line 5)", "sgdr_cycle", "stopbackward", "objectness_smooth",
+        "batch",
+    )  # fmt: skip
     assert cfg.net.batch == 64  # Darknet's option_find returns the first value
     Darknet(cfg)
 
@@ -44,17 +53,10 @@ def test_a_net_key_darknet_never_reads_is_accepted_and_reported_with_the_trainin
     """AlexeyAB's Gaussian_yolov3_BDD.cfg has ``max_epochs`` in [net]: parser.c never reads it (Darknet prints
     "Unused field" and carries on), and it is no typo of a key [net] reads; so is pjreddie's own ``clip``."""
     text = NET + "max_epochs=300\nclip=1\nema_alpha=0.9998\n" + CONV
-    with caplog.at_level(logging.WARNING, logger="yolov3.darknet.cfg"):
-        cfg = parse_cfg_text(text, source="bdd.cfg")
-    warnings = [record.getMessage() for record in caplog.records]
-    assert len(warnings) == 1
-    for fragment in (
-        "bdd.cfg",
-        "max_epochs (line 5, not read by Darknet either)",
-        "clip (line 6, read by pjreddie's Darknet only)",
-        "ema_alpha (line 7)",
-    ):
-        assert fragment in warnings[0]
+    cfg = parse_with_one_warning(
+        text, "bdd.cfg", caplog, "bdd.cfg", "max_epochs (line 5, not read by Darknet either)",
+        "clip (line 6, read by pjreddie's Darknet only)", "ema_alpha (line 7)",
+    )  # fmt: skip
     assert cfg.net.width == 32
 
 
@@ -80,16 +82,11 @@ def test_a_layer_key_darknet_does_not_read_is_accepted_and_reported_as_darknet_d
     """AlexeyAB's yolov4-sam-mish.cfg has ``uc_normalizer`` (a [Gaussian_yolo] key) and ``beta1`` in its [yolo]
     sections: parse_yolo reads neither, Darknet prints "Unused field" and builds the network."""
     text = NET + CONV + YOLO + "uc_normalizer=1.0\nbeta1=0.6\n" + CONV + "max_epochs=300\n"
-    with caplog.at_level(logging.WARNING, logger="yolov3.darknet.cfg"):
-        cfg = parse_cfg_text(text, source="sam.cfg")
-    warnings = [record.getMessage() for record in caplog.records]
-    assert len(warnings) == 1
-    for fragment in (
-        "[yolo] uc_normalizer (line 19, read by [Gaussian_yolo] only)",
+    cfg = parse_with_one_warning(
+        text, "sam.cfg", caplog, "[yolo] uc_normalizer (line 19, read by [Gaussian_yolo] only)",
         "[yolo] beta1 (line 20, not read by Darknet either)",
         "[convolutional] max_epochs (line 26, not read by Darknet either)",
-    ):
-        assert fragment in warnings[0]
+    )  # fmt: skip
     Darknet(cfg)
 
 

@@ -46,7 +46,7 @@ class StructuredSettings:
     out: Path
     flops_target: float = 0.5  # fraction of the FLOPs kept
     criterion: Literal["l1", "bn_gamma"] | None = None  # channel importance; None: bn_gamma after slimming, else l1
-    channel_multiple: int = 1  # each layer keeps a multiple of this many channels (8: faster CPU kernels)
+    channel_multiple: int = 1  # each layer keeps a multiple of this many channels (16: onnxruntime's blocks)
     finetune_epochs: int = 0
     slimming_epochs: int = 0  # > 0: sparsity training (L1 on the BN scales) of the dense model before pruning
     slimming_strength: float = 1e-3  # the L1 penalty's weight

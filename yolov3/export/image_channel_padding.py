@@ -77,9 +77,9 @@ def pad_image_channels(model: onnx.ModelProto, channels: int = CHANNEL_GROUP) ->
             dequantizes = consumers.get(quantize.output[0], [])
             if not dequantizes or any(node.op_type != "DequantizeLinear" for node in dequantizes):
                 continue
-            readers = [reader for node in dequantizes for reader in consumers.get(node.output[0], [])]
-            if not readers or any(reader.op_type != "Conv" or reader.input[0] not in
-                                  {node.output[0] for node in dequantizes} for reader in readers):  # fmt: skip
+            image = [node.output[0] for node in dequantizes]  # the dequantized image
+            readers = [reader for name in image for reader in consumers.get(name, [])]
+            if not readers or any(reader.op_type != "Conv" or reader.input[0] not in image for reader in readers):
                 continue  # something other than a convolution's data input reads the quantized image
             entries = [_padded_weight(conv, producers, consumers, initializers, channels) for conv in readers]
             weights = [entry for entry in entries if entry is not None]

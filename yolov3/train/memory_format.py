@@ -6,8 +6,8 @@ NHWC convolution on. One layer kind loses, measured on this project's 2-core AVX
 2.13: PyTorch's CPU ``batch_norm`` backward on an NHWC tensor of fewer than 16 channels (one AVX-512 vector
 of fp32) takes 4x (4 channels at 192x192) to 7x (8 channels at 96x96) its NCHW time in bf16 and 9x in fp32;
 at 16 channels and more the two orders are within 1.6x either way. A quarter-width yolov3-tiny (the main
-job: 4 and 8 channels in its first layers) trained 0.74x slower per step under bf16 when every layer was
-NHWC, and as fast as NCHW when those two stayed NCHW.
+job: 4 and 8 channels in its first layers) took 68-78 ms per bf16 step with every layer NHWC, and 50 ms,
+as fast as all-NCHW, with those two left in NCHW.
 
 :func:`to_channels_last` therefore converts the weights of the convolutions with at least
 :data:`MIN_CHANNELS` output channels and leaves the narrower ones, and the input batch, in NCHW. Narrow
